@@ -1,0 +1,111 @@
+"""The API's one error envelope: {"status": "error", "ok": false, "message", "errors"?}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from shared.errors import Conflict, NotFound, ServiceError, ValidationFailed
+
+_SERVICE_STATUS = {
+    ValidationFailed: status.HTTP_400_BAD_REQUEST,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+}
+
+_GENERIC_MESSAGES = {
+    status.HTTP_400_BAD_REQUEST: "The request is invalid.",
+    status.HTTP_401_UNAUTHORIZED: "Authentication credentials were not provided or are invalid.",
+    status.HTTP_403_FORBIDDEN: "You do not have permission to perform this action.",
+    status.HTTP_404_NOT_FOUND: "Not found.",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "Method not allowed.",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "Unsupported media type: send application/json.",
+    status.HTTP_500_INTERNAL_SERVER_ERROR: "Internal server error.",
+}
+
+
+def envelope(message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error body every /api/ failure uses."""
+    body: dict[str, Any] = {"status": "error", "ok": False, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail as {"field.sub": [messages]}."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_flatten(value, name))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            out[prefix or "non_field_errors"] = [str(item) for item in detail]
+        else:
+            for index, item in enumerate(detail):
+                name = f"{prefix}.{index}" if prefix else str(index)
+                out.update(_flatten(item, name))
+    else:
+        out[prefix or "non_field_errors"] = [str(detail)]
+    return out
+
+
+def _message_for(errors: dict[str, list[str]]) -> str:
+    field, messages = next(iter(errors.items()))
+    if field == "non_field_errors":
+        return messages[0]
+    return f"{field}: {messages[0]}"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler rendering every error in the envelope."""
+    if isinstance(exc, ServiceError):
+        code = next(
+            (code for kind, code in _SERVICE_STATUS.items() if isinstance(exc, kind)),
+            status.HTTP_400_BAD_REQUEST,
+        )
+        return Response(envelope(exc.message, exc.errors or None), status=code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    errors: dict[str, list[str]] | None = None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(detail)
+        message = _message_for(errors) if errors else _GENERIC_MESSAGES[400]
+    elif isinstance(detail, dict) and "detail" in detail:
+        message = str(detail["detail"])
+    else:
+        message = _GENERIC_MESSAGES.get(response.status_code, "Request failed.")
+    if isinstance(exc, exceptions.ParseError):
+        message = "Malformed JSON in the request body."
+    response.data = envelope(message, errors)
+    return response
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404 for URLs that match no route: JSON envelope under /api/, plain JSON elsewhere."""
+    return JsonResponse(envelope(f"No endpoint at {request.path}."), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    """handler500: never a stack trace or an HTML page."""
+    return JsonResponse(envelope(_GENERIC_MESSAGES[500]), status=500)
+
+
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(envelope(_GENERIC_MESSAGES[400]), status=400)
+
+
+def json_forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(envelope(_GENERIC_MESSAGES[403]), status=403)

@@ -1,0 +1,23 @@
+"""Routes under /api/."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from api import views
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("integrations/", views.IntegrationListView.as_view(), name="integration-list"),
+    path(
+        "integrations/<str:provider>/connect/",
+        views.IntegrationConnectView.as_view(),
+        name="integration-connect",
+    ),
+    path(
+        "integrations/<str:provider>/",
+        views.IntegrationDetailView.as_view(),
+        name="integration-detail",
+    ),
+    path("audit/", views.AuditListView.as_view(), name="audit-list"),
+]

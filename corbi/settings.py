@@ -1,0 +1,180 @@
+"""Django settings for Corbi Integrations: one file, every value from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from corbi.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    load_dotenv,
+    require_fernet_keys,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env")
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and env_str("DJANGO_ENV", "development") == "production":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production.")
+    SECRET_KEY = "dev-only-insecure-secret-key-change-me"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Fails the process at import time (web, worker, beat, manage.py) with a message naming the
+# setting and never its value.
+FERNET_KEYS = require_fernet_keys("FERNET_KEY")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "shared",
+    "api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "corbi.urls"
+WSGI_APPLICATION = "corbi.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'corbi.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# Request bodies: the bulk endpoint takes up to 1,000 messages.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 8 * 1024 * 1024)
+
+# Production hardening; each one is switched by the environment, see README "Deployment".
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TRUST_X_FORWARDED_PROTO", False) else None
+)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsOrgMember"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "api.schema.OrgAutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Corbi Integrations API",
+    "DESCRIPTION": (
+        "Connect, test and disconnect outbound providers per organization, and hand over "
+        "messages and bookings for delivery. Every operation except the schema and docs "
+        "needs `Authorization: Token <key>` and an `X-Org-ID` header."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ProviderEnum": "shared.models.Provider",
+        "RoleEnum": "shared.models.Role",
+    },
+}
+
+# Providers. PROVIDER_SANDBOX_URL points every provider at the local sandbox at once.
+PROVIDER_SANDBOX_URL = env_str("PROVIDER_SANDBOX_URL", "").rstrip("/")
+GRAPH_API_VERSION = env_str("GRAPH_API_VERSION", "v23.0")
+_sandbox = PROVIDER_SANDBOX_URL
+TWILIO_API_BASE = env_str("TWILIO_API_BASE", _sandbox or "https://api.twilio.com")
+SENDGRID_API_BASE = env_str("SENDGRID_API_BASE", _sandbox or "https://api.sendgrid.com")
+TELEGRAM_API_BASE = env_str("TELEGRAM_API_BASE", _sandbox or "https://api.telegram.org")
+GRAPH_API_BASE = env_str(
+    "GRAPH_API_BASE", f"{_sandbox or 'https://graph.instagram.com'}/{GRAPH_API_VERSION}"
+)
+GOOGLE_CALENDAR_API_BASE = env_str(
+    "GOOGLE_CALENDAR_API_BASE", f"{_sandbox or 'https://www.googleapis.com'}/calendar/v3/"
+)
+GOOGLE_TOKEN_URI = env_str(
+    "GOOGLE_TOKEN_URI", f"{_sandbox}/token" if _sandbox else "https://oauth2.googleapis.com/token"
+)
+PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0)
+TEST_CONNECTION_TIMEOUT_SECONDS = env_float("TEST_CONNECTION_TIMEOUT_SECONDS", 10.0)
+
+# Celery (the one app lives in corbi/celery.py).
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING_CONFIG = None
+LOGGING: dict = {}
+if not os.environ.get("CORBI_SKIP_LOGGING_SETUP"):
+    from corbi.logging import configure_logging
+
+    configure_logging(LOG_LEVEL)

@@ -1,0 +1,32 @@
+"""Errors raised by services; the API renders each as its envelope with a stable code."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base for expected, user-facing failures of a service call."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+class ValidationFailed(ServiceError):
+    """Input is invalid; `errors` maps each field at fault to its messages."""
+
+    code = "invalid"
+
+
+class NotFound(ServiceError):
+    """The object does not exist in this organization."""
+
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    """The request conflicts with the current state (e.g. provider not connected)."""
+
+    code = "conflict"

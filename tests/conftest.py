@@ -1,0 +1,57 @@
+"""Shared pytest fixtures: the cast of users, API clients, Redis and the provider sandbox."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """One sandbox process (python -m sandbox) for the whole session, on a free loopback port."""
+    from sandbox.testing import SandboxProcess
+
+    with SandboxProcess() as proc:
+        yield proc
+
+
+@pytest.fixture
+def sandbox_client(sandbox):
+    """The sandbox's control client, reset (accounts, faults, recordings) before each test."""
+    sandbox.client.reset()
+    yield sandbox.client
+    sandbox.client.reset()
+
+
+@pytest.fixture
+def cast(db):
+    """An org with an admin and a member, and another org whose admin is the outsider."""
+    from tests.factories import make_member
+
+    admin = make_member("acme", "alice", "admin")
+    member = make_member("acme", "bob", "member")
+    outsider = make_member("globex", "mallory", "admin")
+    return {"admin": admin, "member": member, "outsider": outsider}
+
+
+@pytest.fixture
+def client_for():
+    """client_for(member_or_None, org_id=...) → a DRF APIClient authenticated by token + X-Org-ID."""
+    from rest_framework.test import APIClient
+
+    def make(who=None, org_id=None):
+        client = APIClient()
+        if who is not None:
+            client.credentials(
+                HTTP_AUTHORIZATION=f"Token {who.token}",
+                HTTP_X_ORG_ID=str(org_id if org_id is not None else who.org.pk),
+            )
+        elif org_id is not None:
+            client.credentials(HTTP_X_ORG_ID=str(org_id))
+        return client
+
+    return make
