@@ -1,0 +1,179 @@
+"""The provider contract: one error type, the outbound message, and the adapter base class."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+KINDS = ("permanent", "transient", "rate_limited", "credentials")
+REDACTED = "<redacted>"
+
+
+class ProviderError(Exception):
+    """One error type for every provider failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        provider: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.provider = provider
+        self.code = None if code is None else str(code)
+        self.retry_after = None if retry_after is None else float(retry_after)
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying the same call cannot succeed."""
+        return self.kind in {"permanent", "credentials"}
+
+    @property
+    def credentials_rejected(self) -> bool:
+        """True when the stored credentials must be fixed by a person."""
+        return self.kind == "credentials"
+
+    @property
+    def rate_limited(self) -> bool:
+        """True when the provider asked us to wait `retry_after` seconds."""
+        return self.kind == "rate_limited"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError({self.message!r}, kind={self.kind!r}, provider={self.provider!r}, "
+            f"code={self.code!r}, retry_after={self.retry_after!r}, status={self.status!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.message, self.kind, self.provider, self.code, self.retry_after, self.status)
+        return (_restore_error, fields)
+
+
+def _restore_error(
+    message: str,
+    kind: str,
+    provider: str,
+    code: str | None,
+    retry_after: float | None,
+    status: int | None,
+) -> ProviderError:
+    return ProviderError(
+        message, kind=kind, provider=provider, code=code, retry_after=retry_after, status=status
+    )
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What a worker hands an adapter to deliver."""
+
+    to: str
+    body: str
+    subject: str = ""
+    html: str = ""
+    reference: str = ""
+    status_callback: str = ""
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """Read a Retry-After header (delta-seconds or HTTP date); `default` when absent or bad."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when - time.time())
+
+
+class Provider:
+    """Base adapter: holds decrypted credentials and builds sanitized errors."""
+
+    slug: ClassVar[str]
+    label: ClassVar[str]
+    vendor: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        extra: Mapping[str, Any],
+        base_url: str,
+        timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        if not token:
+            raise ProviderError(
+                f"{self.vendor} credentials are missing", kind="credentials", provider=self.slug
+            )
+        self._token = token
+        self.extra = dict(extra)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    def check(self) -> str:
+        """Probe the credentials read-only; return what was verified, or raise ProviderError."""
+        raise NotImplementedError
+
+    def send(self, message: OutboundMessage) -> str:
+        """Deliver `message`; return the provider's message id, or raise ProviderError."""
+        raise NotImplementedError
+
+    def _secrets(self) -> list[str]:
+        return [self._token]
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets():
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def _error(
+        self,
+        message: str,
+        *,
+        kind: str,
+        code: str | int | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> ProviderError:
+        return ProviderError(
+            self._scrub(message),
+            kind=kind,
+            provider=self.slug,
+            code=None if code is None else str(code),
+            retry_after=retry_after,
+            status=status,
+        )
+
+    def _timeout_error(self) -> ProviderError:
+        return self._error(
+            f"{self.vendor} did not answer within {self.timeout:g} s", kind="transient"
+        )
+
+    def _unreachable_error(self, exc: BaseException) -> ProviderError:
+        return self._error(
+            f"{self.vendor} could not be reached ({type(exc).__name__})", kind="transient"
+        )

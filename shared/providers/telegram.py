@@ -1,0 +1,128 @@
+"""Telegram Bot API adapter (plain requests; the bot token lives in the URL path)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from urllib3.exceptions import ReadTimeoutError
+
+from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+
+_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+_DEFAULT_RETRY_AFTER = 1.0
+
+
+class TelegramBot(Provider):
+    """Sends text messages with a bot token to a chat id or @channel."""
+
+    slug = "telegram"
+    label = "Telegram"
+    vendor = "Telegram"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        extra: Mapping[str, Any],
+        base_url: str,
+        timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
+        if not _TOKEN.fullmatch(token):
+            raise self._error(
+                "Telegram bot token is malformed (expected <bot id>:<secret>)", kind="credentials"
+            )
+        self.parse_mode = str(self.extra.get("parse_mode") or "")
+        self._session = requests.Session()
+
+    def check(self) -> str:
+        """Call getMe; return "Telegram bot @name", or raise ProviderError."""
+        bot = self._call("getMe", {})
+        return f"Telegram bot @{bot.get('username', bot.get('id'))}"
+
+    def send(self, message: OutboundMessage) -> str:
+        """Call sendMessage; return "<chat id>:<message id>", or raise ProviderError."""
+        payload: dict[str, Any] = {"chat_id": message.to, "text": message.body}
+        if self.parse_mode:
+            payload["parse_mode"] = self.parse_mode
+        sent = self._call("sendMessage", payload)
+        return f"{sent['chat']['id']}:{sent['message_id']}"
+
+    def _secrets(self) -> list[str]:
+        return [self._token, self._token.partition(":")[2]]
+
+    def _url(self, method: str) -> str:
+        return f"{self.base_url}/bot{self._token}/{method}"
+
+    def _call(self, method: str, payload: dict[str, Any]) -> Any:
+        # requests' exceptions (and their .request) carry the URL, hence the token: the
+        # replacement error is raised outside the except block so it has no __context__.
+        try:
+            response = self._session.post(self._url(method), json=payload, timeout=self.timeout)
+        except requests.Timeout:
+            error = self._timeout_error()
+        except requests.ConnectionError as exc:
+            timed_out = bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
+            error = self._timeout_error() if timed_out else self._unreachable_error(exc)
+        except requests.RequestException as exc:
+            error = self._unreachable_error(exc)
+        else:
+            try:
+                data = response.json()
+            except ValueError:
+                data = {}
+            if response.ok and isinstance(data, dict) and data.get("ok"):
+                return data.get("result")
+            error = self._map_error(response.status_code, response.headers, data)
+        raise error
+
+    def _map_error(self, status: int, headers: Mapping[str, str], data: Any) -> ProviderError:
+        if not isinstance(data, dict):
+            data = {}
+        code = data.get("error_code")
+        if not isinstance(code, int):
+            code = status
+        description = str(data.get("description") or f"HTTP {status}")
+        parameters = data.get("parameters") or {}
+        detail = description.split(": ", 1)[-1] if ": " in description else description
+
+        if code == 429:
+            retry_after = parameters.get("retry_after")
+            if retry_after is None:
+                retry_after = retry_after_seconds(headers.get("Retry-After"), _DEFAULT_RETRY_AFTER)
+            return self._error(
+                f"Telegram is throttling this bot; retry after {float(retry_after):g} s",
+                kind="rate_limited",
+                code=code,
+                retry_after=float(retry_after),
+                status=status,
+            )
+        if code == 401:
+            return self._error(
+                "Telegram rejected the bot token (401 Unauthorized)",
+                kind="credentials",
+                code=code,
+                status=status,
+            )
+        if code == 404:
+            # Telegram 404: our method names are fixed, so the token path was not recognised.
+            return self._error(
+                "Telegram did not recognise the bot token (404 Not Found)",
+                kind="credentials",
+                code=code,
+                status=status,
+            )
+        if "migrate_to_chat_id" in parameters:
+            return self._error(
+                "Telegram: the group was upgraded to a supergroup; "
+                f"use chat id {parameters['migrate_to_chat_id']}",
+                kind="permanent",
+                code=code,
+                status=status,
+            )
+        kind = "transient" if max(status, code) >= 500 else "permanent"
+        return self._error(f"Telegram: {detail}", kind=kind, code=code, status=status)
