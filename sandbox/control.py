@@ -1,0 +1,140 @@
+"""The /_sandbox/* control API: accounts, config, faults, recordings, callbacks, reset, health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sandbox.accounts import AccountError
+from sandbox.common import json_response, state_of
+from sandbox.state import PROVIDERS, ConfigError
+
+
+def _bad(message: str) -> web.Response:
+    return json_response({"error": message}, 400)
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body must be JSON: {exc}"}), content_type="application/json"
+        ) from None
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def add_accounts(request: web.Request) -> web.Response:
+    spec = await _json(request)
+    try:
+        registered = state_of(request).add_accounts(spec if isinstance(spec, list) else [spec])
+    except AccountError as exc:
+        return _bad(str(exc))
+    return json_response(registered if isinstance(spec, list) else registered[0], 201)
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return json_response([a for p in PROVIDERS for a in state.accounts[p].values()])
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return json_response(state_of(request).config)
+
+
+async def set_config(request: web.Request) -> web.Response:
+    settings = await _json(request)
+    if not isinstance(settings, dict):
+        return _bad("config must be a JSON object")
+    try:
+        return json_response(state_of(request).update_config(settings))
+    except ConfigError as exc:
+        return _bad(str(exc))
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    spec = await _json(request)
+    if not isinstance(spec, dict):
+        return _bad("a fault must be a JSON object")
+    try:
+        fault = state_of(request).add_fault(spec)
+    except ConfigError as exc:
+        return _bad(str(exc))
+    return json_response(fault.as_dict(), 201)
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return json_response([f.as_dict() for f in state_of(request).faults])
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    state_of(request).faults.clear()
+    return web.Response(status=204)
+
+
+async def delete_fault(request: web.Request) -> web.Response:
+    state = state_of(request)
+    before = len(state.faults)
+    state.faults[:] = [f for f in state.faults if f.id != request.match_info["fault_id"]]
+    return web.Response(status=204 if len(state.faults) < before else 404)
+
+
+def _filtered(request: web.Request, entries: Any) -> list[dict[str, Any]] | web.Response:
+    provider = request.query.get("provider")
+    if provider is not None and provider not in PROVIDERS:
+        return _bad(f"provider must be one of {list(PROVIDERS)}")
+    try:
+        since = int(request.query.get("since", 0))
+    except ValueError:
+        return _bad("since must be an integer sequence number")
+    return [
+        e for e in entries if e["seq"] > since and (provider is None or e["provider"] == provider)
+    ]
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    result = _filtered(request, state_of(request).records)
+    return result if isinstance(result, web.Response) else json_response(result)
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    state_of(request).records.clear()
+    return web.Response(status=204)
+
+
+async def list_callbacks(request: web.Request) -> web.Response:
+    result = _filtered(request, state_of(request).callbacks)
+    return result if isinstance(result, web.Response) else json_response(result)
+
+
+async def clear_callbacks(request: web.Request) -> web.Response:
+    state_of(request).callbacks.clear()
+    return web.Response(status=204)
+
+
+async def reset(request: web.Request) -> web.Response:
+    state_of(request).reset()
+    return json_response({"status": "reset"})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/_sandbox/health", health)
+    r.add_post("/_sandbox/accounts", add_accounts)
+    r.add_get("/_sandbox/accounts", list_accounts)
+    r.add_get("/_sandbox/config", get_config)
+    r.add_post("/_sandbox/config", set_config)
+    r.add_post("/_sandbox/faults", add_fault)
+    r.add_get("/_sandbox/faults", list_faults)
+    r.add_delete("/_sandbox/faults", clear_faults)
+    r.add_delete("/_sandbox/faults/{fault_id}", delete_fault)
+    r.add_get("/_sandbox/requests", list_requests)
+    r.add_delete("/_sandbox/requests", clear_requests)
+    r.add_get("/_sandbox/callbacks", list_callbacks)
+    r.add_delete("/_sandbox/callbacks", clear_callbacks)
+    r.add_post("/_sandbox/reset", reset)
