@@ -103,7 +103,7 @@ class InstagramGraph(Provider):
                 status=status,
             )
         if code in _RATE_LIMITS:
-            retry_after = _buc_wait(headers) if code == 80002 else None
+            retry_after = _buc_wait(headers)
             if retry_after is None:
                 retry_after = retry_after_seconds(headers.get("Retry-After"), _DEFAULT_RETRY_AFTER)
             return self._error(

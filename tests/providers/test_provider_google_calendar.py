@@ -81,12 +81,13 @@ def test_calendar_upsert_inserts_with_the_derived_id(sandbox_url, sandbox_client
     event_id = adapter(sandbox_url).upsert_event("booking-1", EVENT)
 
     assert event_id == GoogleCalendar.event_id_for("booking-1")
+    [insert] = sandbox_client.requests("google_calendar")
+    assert (insert["method"], insert["path"]) == ("POST", "/calendar/v3/calendars/primary/events")
+    assert insert["query"]["sendUpdates"] == "none"
+    assert insert["body"]["id"] == event_id
     stored = fetch_event(sandbox_url, event_id)
     assert stored["summary"] == "Haircut"
     assert stored["status"] == "confirmed"
-    insert = sandbox_client.requests("google_calendar")[-1]
-    assert insert["method"] == "POST"
-    assert "sendUpdates=none" in insert["path"] + str(insert.get("query", ""))
 
 
 def test_calendar_upsert_twice_updates_the_same_event(sandbox_url, sandbox_client, account):

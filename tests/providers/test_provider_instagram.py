@@ -62,11 +62,25 @@ def test_instagram_unreachable_recipient_is_permanent(sandbox_url, account, reci
     assert err.code == recipient
 
 
-def test_instagram_rate_limit_waits_retry_after(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("instagram", mode="status", status=429, retry_after=7, count=1)
+def test_instagram_rate_limit_waits_the_business_use_case_estimate(
+    sandbox_url, sandbox_client, account
+):
+    sandbox_client.fault("instagram", mode="status", status=429, retry_after=120, count=1)
     err = send_error(adapter(sandbox_url))
     assert err.rate_limited
-    assert err.retry_after == pytest.approx(7, abs=1)
+    assert err.code == "4"
+    # X-Business-Use-Case-Usage counts whole minutes.
+    assert err.retry_after == 120
+
+
+def test_instagram_account_over_its_rate_gets_80002(sandbox_url, sandbox_client):
+    sandbox_client.add_account("instagram", access_token=TOKEN, ig_id=IG_ID, rate_per_second=1)
+    provider = adapter(sandbox_url)
+    provider.send(OutboundMessage(to=USER, body="first"))
+    err = send_error(provider)
+    assert err.rate_limited
+    assert err.code == "80002"
+    assert err.retry_after == 60
 
 
 def test_instagram_500_is_transient(sandbox_url, sandbox_client, account):

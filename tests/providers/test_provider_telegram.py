@@ -10,7 +10,7 @@ import pytest
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.telegram import TelegramBot
 
-TOKEN = "123456:CANARYtelegramTOKENabcdefghijklmnopqrs"
+TOKEN = "123456:CANARYtgTOKENzq7Xw9vL2mN4pR6sT8uYb3"
 SECRET = TOKEN.partition(":")[2]
 CHAT = "4242"
 DEBUG_LOGGERS = ("urllib3", "httpx", "twilio", "python_http_client", "googleapiclient", "")
@@ -55,7 +55,7 @@ def test_telegram_send_returns_chat_and_message_id(sandbox_url, sandbox_client, 
 
 
 def test_telegram_wrong_token_is_credentials_rejected(sandbox_url, account):
-    err = send_error(adapter(sandbox_url, token="999:CANARYwrongTOKENabcdefghijklmnop"))
+    err = send_error(adapter(sandbox_url, token="999:CANARYwrongTOKENzq7Xw9vL2mN4pR6s"))
     assert err.kind == "credentials"
     assert err.status == 401
 
@@ -119,7 +119,7 @@ def test_telegram_token_never_reaches_an_error(
         errors.append(send_error(adapter(sandbox_url)))
     errors += [send_error(adapter(sandbox_url), to=chat) for chat in ("404", "403")]
     with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url, token="123456:CANARYtelegramTOKENabcdefghijklmnopqrX").check()
+        adapter(sandbox_url, token="123456:CANARYtgTOKENzq7Xw9vL2mN4pR6sT8uYbX").check()
     errors.append(caught.value)
 
     assert len({err.kind for err in errors}) >= 3

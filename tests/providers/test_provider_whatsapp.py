@@ -77,6 +77,13 @@ def test_whatsapp_invalid_recipient_is_permanent(sandbox_url, account, to, code)
     assert code in str(err)
 
 
+def test_whatsapp_unregistered_sender_is_permanent(sandbox_url, sandbox_client):
+    sandbox_client.add_account("whatsapp", account_sid=SID, auth_token=TOKEN, senders=[])
+    err = send_error(adapter(sandbox_url))
+    assert err.kind == "permanent"
+    assert err.code == "63007"
+
+
 def test_whatsapp_429_waits_retry_after(sandbox_url, sandbox_client, account):
     sandbox_client.fault("whatsapp", mode="status", status=429, retry_after=7, count=1)
     err = send_error(adapter(sandbox_url))
