@@ -83,7 +83,7 @@ def test_calendar_upsert_inserts_with_the_derived_id(sandbox_url, sandbox_client
     assert event_id == GoogleCalendar.event_id_for("booking-1")
     [insert] = sandbox_client.requests("google_calendar")
     assert (insert["method"], insert["path"]) == ("POST", "/calendar/v3/calendars/primary/events")
-    assert insert["query"]["sendUpdates"] == "none"
+    assert "sendUpdates=none" in insert["query"]
     assert insert["body"]["id"] == event_id
     stored = fetch_event(sandbox_url, event_id)
     assert stored["summary"] == "Haircut"
@@ -187,3 +187,41 @@ def test_calendar_timeout_is_transient(sandbox_url, sandbox_client, account):
     err = upsert_error(adapter(sandbox_url, timeout=0.5))
     assert err.kind == "transient"
     assert str(err) == "Google Calendar did not answer within 0.5 s"
+
+
+def test_calendar_403_rate_limit_exceeded_waits_retry_after(sandbox_url, sandbox_client, account):
+    sandbox_client.fault("google_calendar", mode="status", status=403, retry_after=5, count=1)
+    err = upsert_error(adapter(sandbox_url))
+    assert err.rate_limited
+    assert err.code == "rateLimitExceeded"
+    assert err.retry_after == 5
+
+
+def test_calendar_quota_exceeded_waits_an_hour(sandbox_url, sandbox_client, account):
+    body = {
+        "error": {
+            "code": 403,
+            "message": "Calendar usage limits exceeded.",
+            "errors": [{"domain": "usageLimits", "reason": "quotaExceeded"}],
+        }
+    }
+    sandbox_client.fault("google_calendar", mode="status", status=403, body=body, count=1)
+    err = upsert_error(adapter(sandbox_url))
+    assert err.rate_limited
+    assert err.retry_after == 3600
+
+
+def test_calendar_rejected_client_is_credentials_rejected(sandbox_url, sandbox_client, account):
+    sandbox_client.fault("google_calendar", mode="status", status=401, path="/token", count=1)
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url, token=refreshable()).check()
+    assert caught.value.credentials_rejected
+    assert caught.value.code == "invalid_client"
+
+
+def test_calendar_unknown_calendar_is_permanent(sandbox_url, sandbox_client):
+    sandbox_client.add_account("google_calendar", access_token=ACCESS, calendars=["work"])
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).check()
+    assert caught.value.kind == "permanent"
+    assert caught.value.status == 404

@@ -93,3 +93,10 @@ def test_instagram_timeout_is_transient(sandbox_url, sandbox_client, account):
     err = send_error(adapter(sandbox_url, timeout=0.5))
     assert err.kind == "transient"
     assert str(err) == "Instagram did not answer within 0.5 s"
+
+
+def test_instagram_permission_error_is_permanent(sandbox_url, sandbox_client, account):
+    sandbox_client.fault("instagram", mode="status", status=403, count=1)
+    err = send_error(adapter(sandbox_url))
+    assert err.kind == "permanent"
+    assert err.code == "200"

@@ -98,3 +98,33 @@ def test_sendgrid_timeout_is_transient(sandbox_url, sandbox_client, account):
     err = send_error(adapter(sandbox_url, timeout=0.5))
     assert err.kind == "transient"
     assert str(err) == "SendGrid did not answer within 0.5 s"
+
+
+def test_sendgrid_key_without_mail_send_is_credentials_rejected_on_send(
+    sandbox_url, sandbox_client
+):
+    sandbox_client.add_account("sendgrid", api_key=KEY, scopes=["user.profile.read"])
+    err = send_error(adapter(sandbox_url))
+    assert err.kind == "credentials"
+    assert err.status == 403
+
+
+def test_sendgrid_account_over_its_rate_waits_at_least_a_second(sandbox_url, sandbox_client):
+    sandbox_client.add_account("sendgrid", api_key=KEY, rate_per_second=1)
+    provider = adapter(sandbox_url)
+    provider.send(email())
+    err = send_error(provider)
+    assert err.rate_limited
+    assert 1 <= err.retry_after <= 2
+
+
+def test_sendgrid_oversized_email_is_permanent(sandbox_url, sandbox_client, account):
+    sandbox_client.fault("sendgrid", mode="status", status=413, count=1)
+    assert send_error(adapter(sandbox_url)).kind == "permanent"
+
+
+def test_sendgrid_email_without_content_is_refused_before_sending(sandbox_url, sandbox_client):
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).send(OutboundMessage(to="someone@example.test", body=""))
+    assert caught.value.kind == "permanent"
+    assert sandbox_client.requests("sendgrid") == []

@@ -128,3 +128,21 @@ def test_telegram_token_never_reaches_an_error(
     # urllib3 logs request lines with the URL path: scrubbing those is the logging filter's job.
     ours = [r for r in caplog.records if not r.name.startswith("urllib3")]
     assert not [r for r in ours if SECRET[:8] in r.getMessage()]
+
+
+def test_telegram_upgraded_group_names_the_new_chat_id(sandbox_url, account):
+    err = send_error(adapter(sandbox_url), to="-400")
+    assert err.kind == "permanent"
+    assert "-1000000000400" in str(err)
+
+
+@pytest.mark.parametrize("chat", ["40301", "-403"])
+def test_telegram_deactivated_user_or_kicked_bot_is_permanent(sandbox_url, account, chat):
+    err = send_error(adapter(sandbox_url), to=chat)
+    assert err.kind == "permanent"
+    assert err.status == 403
+
+
+def test_telegram_send_to_a_channel_username(sandbox_url, account):
+    message_id = adapter(sandbox_url).send(OutboundMessage(to="@corbi_news", body="hi"))
+    assert message_id.startswith("-100")

@@ -103,3 +103,24 @@ def test_whatsapp_timeout_is_transient(sandbox_url, sandbox_client, account):
     err = send_error(adapter(sandbox_url, timeout=0.5))
     assert err.kind == "transient"
     assert str(err) == "Twilio did not answer within 0.5 s"
+
+
+def test_whatsapp_account_over_its_rate_gets_20429(sandbox_url, sandbox_client):
+    sandbox_client.add_account(
+        "whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER], rate_per_second=1
+    )
+    provider = adapter(sandbox_url)
+    provider.send(OutboundMessage(to="+15551234567", body="first"))
+    err = send_error(provider)
+    assert err.rate_limited
+    assert err.code == "20429"
+    assert err.retry_after == 1
+
+
+def test_whatsapp_suspended_account_is_credentials_rejected(sandbox_url, sandbox_client):
+    sandbox_client.add_account(
+        "whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER], status="suspended"
+    )
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).check()
+    assert caught.value.credentials_rejected
