@@ -420,6 +420,9 @@ def _update(request: web.Request, event: dict[str, Any], *, patch: bool) -> web.
     kept = {k: event[k] for k in (*_READ_ONLY, "organizer", "sequence", "status")}
     event.clear()
     event.update(kept)
+    if not patch:
+        # A full update resets omitted fields, status included: PUT restores a cancelled event.
+        event["status"] = "confirmed"
     _apply_body(event, merged)
     event["sequence"] = kept["sequence"] + 1
     event["updated"] = _rfc3339(time.time())

@@ -249,11 +249,11 @@ class State:
         return None
 
     def record(self, entry: dict[str, Any]) -> dict[str, Any]:
-        entry["seq"] = next(self.seq)
+        entry = {"seq": next(self.seq), **entry}
         self.records.append(entry)
         return entry
 
     def record_callback(self, entry: dict[str, Any]) -> dict[str, Any]:
-        entry["seq"] = next(self.callback_seq)
+        entry = {"seq": next(self.callback_seq), **entry}
         self.callbacks.append(entry)
         return entry

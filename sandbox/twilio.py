@@ -324,7 +324,12 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
         t += random.uniform(low, high) / 1000
         message.steps.append((t, status, code))
     state.twilio_messages[message.sid] = message
-    if callback:
+    if callback and (urlsplit(callback).hostname or "") not in LOCAL_HOSTS:
+        for _, status, code in message.steps:
+            params = _callback_params(message, status, code)
+            entry = _callback_entry(state, account, message, callback, params)
+            entry["outcome"] = "refused: only 127.0.0.1/localhost callbacks are sent"
+    elif callback:
         state.spawn(_deliver_callbacks(request.app, account, message, callback))
     outcome(request, "sent", message.sid)
     return json_response(message.render(now), 201)
@@ -337,9 +342,7 @@ def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _callback_params(
-    account: dict[str, Any], message: Message, status: str, code: int | None
-) -> dict[str, str]:
+def _callback_params(message: Message, status: str, code: int | None) -> dict[str, str]:
     params = {
         "MessageSid": message.sid,
         "MessageStatus": status,
@@ -367,35 +370,37 @@ def _callback_params(
     return params
 
 
+def _callback_entry(
+    state: State, account: dict[str, Any], message: Message, url: str, params: dict[str, str]
+) -> dict[str, Any]:
+    return state.record_callback(
+        {
+            "provider": SLUG,
+            "message_id": message.sid,
+            "url": url,
+            "params": params,
+            "signature": sign(account["auth_token"], url, params),
+            "time": time.time(),
+            "status": None,
+            "outcome": "pending",
+        }
+    )
+
+
 async def _deliver_callbacks(
     app: web.Application, account: dict[str, Any], message: Message, url: str
 ) -> None:
     state: State = app["state"]
     for at, status, code in message.steps:
         await asyncio.sleep(max(0.0, at - time.time()))
-        params = _callback_params(account, message, status, code)
-        signature = sign(account["auth_token"], url, params)
-        entry = state.record_callback(
-            {
-                "provider": SLUG,
-                "message_id": message.sid,
-                "url": url,
-                "params": params,
-                "signature": signature,
-                "time": time.time(),
-                "status": None,
-                "outcome": "pending",
-            }
-        )
-        if (urlsplit(url).hostname or "") not in LOCAL_HOSTS:
-            entry["outcome"] = "refused: only 127.0.0.1/localhost callbacks are sent"
-            continue
+        params = _callback_params(message, status, code)
+        entry = _callback_entry(state, account, message, url, params)
         try:
             async with app["http"].post(
                 url,
                 data=params,
                 headers={
-                    "X-Twilio-Signature": signature,
+                    "X-Twilio-Signature": entry["signature"],
                     "User-Agent": "TwilioProxy/1.1",
                     "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
                 },
