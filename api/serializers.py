@@ -66,3 +66,12 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     def get_user(self, obj: AuditEvent) -> str | None:
         return obj.actor.get_username() if obj.actor_id else None
+
+
+class ConnectionTestSerializer(serializers.Serializer):
+    extra = serializers.DictField(required=False, default=dict)
+
+
+class ConnectionTestResponseSerializer(EnvelopeSerializer):
+    checks = serializers.DictField()
+    integration = IntegrationSerializer()

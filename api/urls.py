@@ -15,6 +15,11 @@ urlpatterns = [
         name="integration-connect",
     ),
     path(
+        "integrations/<str:provider>/test/",
+        views.IntegrationTestView.as_view(),
+        name="integration-test",
+    ),
+    path(
         "integrations/<str:provider>/",
         views.IntegrationDetailView.as_view(),
         name="integration-detail",

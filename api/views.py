@@ -11,6 +11,8 @@ from rest_framework.views import APIView
 from api.permissions import IsOrgAdmin, IsOrgMember
 from api.serializers import (
     AuditEventSerializer,
+    ConnectionTestResponseSerializer,
+    ConnectionTestSerializer,
     ConnectResponseSerializer,
     ConnectSerializer,
     EnvelopeSerializer,
@@ -22,6 +24,7 @@ from shared.services.integrations import (
     integration_connect,
     integration_disconnect,
     integration_get,
+    integration_test,
 )
 
 ERRORS = {
@@ -104,6 +107,40 @@ class IntegrationConnectView(APIView):
         return Response(
             ok(f"{label} connected.", integration=IntegrationSerializer(integration).data),
             status=status.HTTP_200_OK,
+        )
+
+
+class IntegrationTestView(APIView):
+    permission_classes = [IsOrgAdmin]
+
+    @extend_schema(
+        operation_id="integrations_test",
+        request=ConnectionTestSerializer,
+        responses={200: ConnectionTestResponseSerializer, **ERRORS},
+        description=(
+            "Probe the stored credentials and, when a test destination is known (to_whatsapp, "
+            "to_email or chat_id in extra, or given here for this call only), send a test "
+            "message. Answers 200 either way; `ok` says whether the test passed."
+        ),
+    )
+    def post(self, request: Request, provider: str) -> Response:
+        provider = provider_or_404(provider)
+        serializer = ConnectionTestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        integration, result = integration_test(
+            organization=request.org,
+            provider=provider,
+            actor=request.user,
+            extra_override=serializer.validated_data.get("extra"),
+        )
+        return Response(
+            {
+                "status": "ok" if result.ok else "error",
+                "ok": result.ok,
+                "message": result.message,
+                "checks": result.checks,
+                "integration": IntegrationSerializer(integration).data,
+            }
         )
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from shared.crypto import encrypt_token, token_fingerprint
-from shared.errors import NotFound
-from shared.models import Integration, Organization
+from shared.crypto import TokenDecryptionError, encrypt_token, token_fingerprint
+from shared.errors import NotFound, ValidationFailed
+from shared.models import Integration, Organization, Provider
+from shared.providers.base import OutboundMessage, ProviderError
 from shared.services.audit import audit_event_record
-from shared.validation import validate_extra, validate_token
+from shared.services.providers import integration_adapter
+from shared.validation import FIELDS, validate_extra, validate_token
 
 
 def integration_get(*, organization: Organization, provider: str) -> Integration:
@@ -79,3 +84,136 @@ def integration_disconnect(
         provider=provider,
     )
     return integration
+
+
+@dataclass
+class ConnectionTestResult:
+    ok: bool
+    message: str
+    checks: dict[str, Any] = field(default_factory=dict)
+    error_kind: str = ""
+    error_code: str = ""
+
+
+# Which extra field holds each provider's Settings-test destination.
+TEST_DESTINATION = {
+    Provider.WHATSAPP: "to_whatsapp",
+    Provider.SENDGRID: "to_email",
+    Provider.TELEGRAM: "chat_id",
+}
+
+
+def _test_message(provider: str, to: str) -> OutboundMessage:
+    return OutboundMessage(
+        to=to,
+        subject="Corbi Integrations test message",
+        body="This is a test message from Corbi Integrations (Settings → Test Connection).",
+        reference=f"connection-test:{provider}",
+    )
+
+
+def integration_test(
+    *,
+    organization: Organization,
+    provider: str,
+    actor: AbstractBaseUser | None = None,
+    extra_override: Any = None,
+) -> tuple[Integration, ConnectionTestResult]:
+    """Probe the stored credentials and, when a test destination is known, send a test message.
+
+    The whole test is bounded by TEST_CONNECTION_TIMEOUT_SECONDS; the outcome is written to the
+    integration's status fields and audited as `integration.tested`.
+    """
+    override = _test_override(provider, extra_override)
+    integration = integration_get(organization=organization, provider=provider)
+    if not integration.is_active or not integration.token_encrypted:
+        raise NotFound(f"{provider} is not connected for this organization.")
+
+    budget = settings.TEST_CONNECTION_TIMEOUT_SECONDS
+    deadline = time.monotonic() + budget
+    checks: dict[str, Any] = {}
+    try:
+        adapter = integration_adapter(integration, timeout=budget, extra_override=override)
+        checks["credentials"] = adapter.check()
+        field_name = TEST_DESTINATION.get(provider)
+        destination = (integration.extra | override).get(field_name) if field_name else None
+        if destination:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.5:
+                raise ProviderError(
+                    f"{adapter.vendor} did not answer within {budget:g} s",
+                    kind="transient",
+                    provider=provider,
+                )
+            sender = integration_adapter(integration, timeout=remaining, extra_override=override)
+            message_id = sender.send(_test_message(provider, str(destination)))
+            checks["test_message"] = {"to": str(destination), "message_id": message_id}
+        result = ConnectionTestResult(
+            ok=True, message=_success_text(provider, checks), checks=checks
+        )
+    except ProviderError as exc:
+        result = ConnectionTestResult(
+            ok=False,
+            message=exc.message,
+            checks=checks,
+            error_kind=exc.kind,
+            error_code=exc.code or "",
+        )
+    except TokenDecryptionError as exc:
+        result = ConnectionTestResult(ok=False, message=str(exc), error_kind="credentials")
+
+    now = timezone.now()
+    integration.last_tested_at = now
+    integration.last_test_ok = result.ok
+    integration.last_test_message = result.message[:500]
+    if result.ok:
+        integration.credentials_rejected_at = None
+    elif result.error_kind == "credentials":
+        integration.credentials_rejected_at = now
+    integration.save(
+        update_fields=[
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+            "credentials_rejected_at",
+            "updated_at",
+        ]
+    )
+    audit_event_record(
+        organization=organization,
+        actor=actor,
+        action="integration.tested",
+        provider=provider,
+        data={
+            "ok": result.ok,
+            "message": result.message,
+            "error_kind": result.error_kind,
+            "error_code": result.error_code,
+        },
+    )
+    return integration, result
+
+
+def _test_override(provider: str, extra_override: Any) -> dict[str, Any]:
+    if extra_override in (None, {}):
+        return {}
+    if not isinstance(extra_override, dict):
+        raise ValidationFailed(
+            "extra must be a JSON object.", errors={"extra": ["Must be an object."]}
+        )
+    allowed = set(TEST_DESTINATION.values()) & set(FIELDS[provider])
+    unknown = sorted(set(extra_override) - allowed)
+    if unknown:
+        hint = ", ".join(sorted(allowed)) or "none for this provider"
+        raise ValidationFailed(
+            f"extra.{unknown[0]}: only test destinations may be given here ({hint}).",
+            errors={f"extra.{key}": [f"Only {hint} may be given for a test."] for key in unknown},
+        )
+    return validate_extra(provider, extra_override, partial=True)
+
+
+def _success_text(provider: str, checks: dict[str, Any]) -> str:
+    text = f"{Provider(provider).label}: credentials accepted ({checks['credentials']})"
+    if "test_message" in checks:
+        text += f"; test message sent to {checks['test_message']['to']}"
+    return text + "."
