@@ -58,7 +58,9 @@ def fault_response(
 ) -> web.Response:
     headers = None
     if retry_after is not None:
-        headers = {"X-Business-Use-Case-Usage": _usage_header("0", 100, retry_after)}
+        account = state_of(request).accounts[SLUG].get(_token(request) or "")
+        ig_id = account["ig_id"] if account else "0"
+        headers = {"X-Business-Use-Case-Usage": _usage_header(ig_id, 100, retry_after)}
     if body is not None:
         return override_response(body, status, headers)
     if status == 429:
