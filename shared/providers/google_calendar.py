@@ -90,15 +90,16 @@ class GoogleCalendar(Provider):
                     calendarId=self.calendar_id, body=body, sendUpdates="none"
                 ).execute()
             )
+            return event_id
         except ProviderError as error:
             if error.status != 409:
                 raise
-            # Google 409 duplicate: the id exists (possibly as a cancelled event); replace it.
-            self._call(
-                lambda: events.update(
-                    calendarId=self.calendar_id, eventId=event_id, body=body, sendUpdates="none"
-                ).execute()
-            )
+        # Google 409 duplicate: the id exists (possibly as a cancelled event); replace it.
+        self._call(
+            lambda: events.update(
+                calendarId=self.calendar_id, eventId=event_id, body=body, sendUpdates="none"
+            ).execute()
+        )
         return event_id
 
     def delete_event(self, booking_id: str) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.error import URLError
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+
+T = TypeVar("T")
 
 _DEFAULT_RETRY_AFTER = 1.0
 _TEMPORARY_BLOCK_RETRY_AFTER = 60.0
@@ -76,7 +78,7 @@ class SendGridEmail(Provider):
         response = self._call(lambda: self._sg.send(mail))
         return str(response.headers.get("X-Message-Id") or "")
 
-    def _call(self, request: Any) -> Any:
+    def _call(self, request: Callable[[], T]) -> T:
         try:
             return request()
         except HTTPError as exc:

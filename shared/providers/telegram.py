@@ -88,7 +88,7 @@ class TelegramBot(Provider):
             code = status
         description = str(data.get("description") or f"HTTP {status}")
         parameters = data.get("parameters") or {}
-        detail = description.split(": ", 1)[-1] if ": " in description else description
+        detail = description.split(": ", 1)[-1]
 
         if code == 429:
             retry_after = parameters.get("retry_after")

@@ -225,3 +225,15 @@ def test_calendar_unknown_calendar_is_permanent(sandbox_url, sandbox_client):
         adapter(sandbox_url).check()
     assert caught.value.kind == "permanent"
     assert caught.value.status == 404
+
+
+def test_calendar_failed_update_after_duplicate_is_reported_cleanly(
+    sandbox_url, sandbox_client, account
+):
+    calendar = adapter(sandbox_url)
+    event_id = calendar.upsert_event("booking-1", EVENT)
+    path = f"/calendar/v3/calendars/primary/events/{event_id}"
+    sandbox_client.fault("google_calendar", mode="status", status=503, path=path, count=1)
+    err = upsert_error(calendar)
+    assert err.kind == "transient"
+    assert err.__context__ is None
