@@ -165,11 +165,12 @@ def _entities_error(text: str, parse_mode: str) -> str | None:
                 return f'Unsupported {kind} tag "{name}" at byte offset {offset}'
             if not closing:
                 stack.append(name)
-            elif not stack or stack[-1] != name:
+            elif not stack:
+                return f"Unexpected end tag at byte offset {offset}"
+            elif stack[-1] != name:
                 return (
-                    f'Unmatched end tag at byte offset {offset}, expected "</{stack[-1]}>", found "</{name}>"'
-                    if stack
-                    else f"Unexpected end tag at byte offset {offset}"
+                    f"Unmatched end tag at byte offset {offset}, "
+                    f'expected "</{stack[-1]}>", found "</{name}>"'
                 )
             else:
                 stack.pop()
