@@ -1,0 +1,88 @@
+"""A rate limiter shared by every worker: GCRA buckets in Redis, checked atomically by one Lua script.
+
+Celery's `rate_limit` is per worker process; provider limits are per account, sender or chat
+across all workers, so they live here. Nothing sleeps: `acquire` says how long to wait and
+`reserve` books a future slot, and the caller reschedules the task with that countdown.
+
+Keys are stored as-is under the prefix, so callers hash destinations before building a key.
+All keys of one call must live on one Redis node (a single instance, or one hash slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
+# Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
+# stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
+# TAT <= now, and an event at time t conforms when t >= TAT - (burst - 1) * interval.
+# ARGV: mode ("acquire" | "reserve"), max_wait_us, then interval_us and tolerance_us per key.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats = {}
+local slot = now
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tats[i] = tat
+  local conforms_at = tat - tonumber(ARGV[2 + 2 * i])
+  if conforms_at > slot then slot = conforms_at end
+end
+local delay = slot - now
+if delay > 0 and (ARGV[1] ~= 'reserve' or delay > tonumber(ARGV[2])) then
+  return delay
+end
+for i, key in ipairs(KEYS) do
+  local tat = math.max(tats[i], slot) + tonumber(ARGV[1 + 2 * i])
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+end
+return delay
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `rate` events per second on `key`, allowing `burst` at once; rate None or <= 0 means no limit."""
+
+    key: str
+    rate: float | None
+    burst: int = 1
+
+
+class RateLimiter:
+    """Checks and books events against several `Limit`s at once, atomically, in one round trip."""
+
+    def __init__(self, redis_client: redis.Redis, *, prefix: str = "corbi:rl:") -> None:
+        self._prefix = prefix
+        self._script = redis_client.register_script(_GCRA)
+
+    def acquire(self, limits: Sequence[Limit]) -> float:
+        """0.0 after taking one event from every limit; otherwise the seconds until all would
+        allow it (> 0), having taken nothing. Raises redis.RedisError if Redis is unreachable."""
+        return self._run("acquire", limits, max_wait=0.0)
+
+    def reserve(self, limits: Sequence[Limit], *, max_wait: float = 300.0) -> float:
+        """Seconds until the earliest slot at which every limit allows one more event, booked now
+        (0.0 if the slot is now). A result above `max_wait` means nothing was booked: retry later.
+        Raises redis.RedisError if Redis is unreachable."""
+        return self._run("reserve", limits, max_wait=max_wait)
+
+    def _run(self, mode: str, limits: Sequence[Limit], *, max_wait: float) -> float:
+        active = [limit for limit in limits if limit.rate is not None and limit.rate > 0]
+        if not active:
+            return 0.0
+        keys = [self._prefix + limit.key for limit in active]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each key may appear only once per call")
+        args: list[object] = [mode, round(max_wait * 1_000_000)]
+        for limit in active:
+            if limit.burst < 1:
+                raise ValueError(f"burst must be >= 1, got {limit.burst}")
+            interval = max(1, round(1_000_000 / limit.rate))
+            args += [interval, (limit.burst - 1) * interval]
+        return int(self._script(keys=keys, args=args)) / 1_000_000
