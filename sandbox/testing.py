@@ -132,7 +132,7 @@ class SandboxProcess:
         cmd = [sys.executable, "-m", "sandbox", "--port", "0", *self.extra_args]
         if self.latency_ms:
             cmd += ["--latency-ms", str(self.latency_ms)]
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             cmd, cwd=_REPO_ROOT, stdout=subprocess.PIPE, text=True, bufsize=1
         )
         lines: queue.Queue[str | None] = queue.Queue()
