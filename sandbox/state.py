@@ -22,6 +22,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "telegram_group_per_minute": 20.0,
     "google_rate_limit_status": 403,
     "callback_delay_ms": [50, 200],
+    "whatsapp_sender_mps": 80.0,
     "timeout_hold_seconds": 60.0,
 }
 
@@ -119,6 +120,7 @@ class State:
         self.seq = itertools.count(1)
         self.callback_seq = itertools.count(1)
         self.twilio_messages: dict[str, Any] = {}
+        self.twilio_sender_slots: dict[str, float] = {}
         self.telegram_message_ids: dict[tuple[str, str], int] = {}
         self.google_events: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.google_tokens: dict[str, dict[str, Any]] = {}

@@ -313,7 +313,10 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
         initial="accepted" if service and not from_ else "queued",
     )
     low, high = state.config["callback_delay_ms"]
-    t = now
+    # Twilio queues (never rejects) sends above the sender's MPS; model that as later transitions.
+    sender = from_ or service
+    t = max(now, state.twilio_sender_slots.get(sender, 0.0))
+    state.twilio_sender_slots[sender] = t + 1.0 / state.config["whatsapp_sender_mps"]
     if number == MAGIC_FAILED:
         plan: list[tuple[str, int | None]] = [("failed", 63016)]
     elif number == MAGIC_UNDELIVERED:

@@ -249,3 +249,12 @@ def test_callbacks_to_non_local_hosts_are_refused_and_recorded(sandbox, sandbox_
     refused = [c for c in sandbox_client.callbacks() if c["message_id"] == sid]
     assert [c["params"]["MessageStatus"] for c in refused] == ["sent", "delivered"]
     assert all(c["outcome"].startswith("refused") for c in refused)
+
+
+def test_sends_above_the_sender_mps_are_queued_not_rejected(sandbox, sandbox_client, account):
+    sandbox_client.configure(whatsapp_sender_mps=1, callback_delay_ms=[0, 0])
+    c = client(sandbox)
+    first, second = (c.messages.create(from_=SENDER, to=USER, body=str(i)) for i in range(2))
+
+    assert c.messages(first.sid).fetch().status == "delivered"
+    assert c.messages(second.sid).fetch().status == "queued"
