@@ -45,8 +45,9 @@ def error(
     *,
     headers: dict[str, str] | None = None,
     location: tuple[str, str] | None = None,
+    item_message: str | None = None,
 ) -> web.Response:
-    item: dict[str, Any] = {"message": message, "domain": domain, "reason": reason}
+    item: dict[str, Any] = {"message": item_message or message, "domain": domain, "reason": reason}
     if location:
         item["location"], item["locationType"] = location
     err: dict[str, Any] = {"code": status, "message": message, "errors": [item]}
@@ -73,8 +74,9 @@ def _unauthenticated(missing: bool) -> web.Response:
             "required",
             headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
             location=("Authorization", "header"),
+            item_message="Login Required.",
         )
-    response = error(
+    return error(
         401,
         "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
         "cookie or other valid authentication credential. See "
@@ -84,8 +86,8 @@ def _unauthenticated(missing: bool) -> web.Response:
             "WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
         },
         location=("Authorization", "header"),
+        item_message="Invalid Credentials",
     )
-    return response
 
 
 def _rate_limited(status: int, wait: float) -> web.Response:
@@ -279,7 +281,7 @@ def _list(
     )
 
 
-def _parse_time(value: dict[str, Any], which: str) -> tuple[str, Any] | str:
+def _parse_time(value: Any, which: str) -> tuple[str, Any] | str:
     """('date'|'dateTime', comparable value) or an error message."""
     if not isinstance(value, dict) or not (value.get("dateTime") or value.get("date")):
         return f"Missing {which} time."
@@ -307,20 +309,11 @@ def _parse_time(value: dict[str, Any], which: str) -> tuple[str, Any] | str:
 
 
 def _validate_times(body: dict[str, Any]) -> web.Response | None:
-    if not isinstance(body.get("end"), dict) or not (
-        body["end"].get("dateTime") or body["end"].get("date")
-    ):
-        return error(400, "Missing end time.", "required")
-    if not isinstance(body.get("start"), dict) or not (
-        body["start"].get("dateTime") or body["start"].get("date")
-    ):
-        return error(400, "Missing start time.", "required")
-    start = _parse_time(body["start"], "start")
-    end = _parse_time(body["end"], "end")
-    for parsed in (start, end):
+    end = _parse_time(body.get("end"), "end")
+    start = _parse_time(body.get("start"), "start")
+    for parsed in (end, start):
         if isinstance(parsed, str):
-            reason = "required" if parsed.startswith("Missing") else "invalid"
-            return error(400, parsed, reason)
+            return error(400, parsed, "required" if parsed.startswith("Missing") else "invalid")
     assert not isinstance(start, str) and not isinstance(end, str)
     if start[0] != end[0]:
         return error(

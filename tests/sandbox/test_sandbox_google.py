@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httplib2
 import pytest
+import requests
 from google.auth.exceptions import RefreshError
 from google.oauth2.credentials import Credentials
 from google_auth_httplib2 import AuthorizedHttp
@@ -234,3 +235,18 @@ def test_timeout_fault_makes_the_client_time_out(sandbox, sandbox_client, accoun
     request = service(sandbox, timeout=0.5).calendarList().get(calendarId="primary")
     with pytest.raises(TimeoutError):
         request.execute()
+
+
+def test_401_body_and_www_authenticate_header(sandbox, account):
+    url = f"{sandbox.url}/calendar/v3/users/me/calendarList/primary"
+    wrong = requests.get(url, headers={"Authorization": "Bearer ya29.nope"}, timeout=5)
+    assert wrong.status_code == 401
+    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    error = wrong.json()["error"]
+    assert (error["status"], error["errors"][0]["message"]) == (
+        "UNAUTHENTICATED",
+        "Invalid Credentials",
+    )
+    assert error["errors"][0]["reason"] == "authError"
+    missing = requests.get(url, timeout=5).json()["error"]
+    assert missing["errors"][0]["reason"] == "required"
