@@ -29,7 +29,9 @@ UNLIMITED = 10_000
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
-def errors(status: int, items: list[dict[str, Any]], headers: dict[str, str] | None = None):
+def errors(
+    status: int, items: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> web.Response:
     return json_response({"errors": items}, status, headers)
 
 
