@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
@@ -24,15 +25,45 @@ def _database() -> tuple[str, list[str]]:
     return "ok", [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
+def _broker() -> str:
+    from corbi.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # kombu raises transport-specific errors
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _workers() -> str:
+    from api.metrics import store
+
+    try:
+        seen = store().workers_seen_within(settings.WORKER_HEARTBEAT_WINDOW_SECONDS)
+    except Exception as exc:  # the metrics store is Redis; unreachable means unknown
+        return f"error: {type(exc).__name__}"
+    return "ok" if seen else "error: no worker answered recently"
+
+
 def health_checks() -> tuple[bool, dict[str, Any]]:
     """(healthy, body) for the health endpoint."""
     database, pending = _database()
-    body: dict[str, Any] = {"database": database, "pending_migrations": pending}
+    body: dict[str, Any] = {
+        "database": database,
+        "pending_migrations": pending,
+        "broker": _broker(),
+        "workers": _workers(),
+    }
     failing = [name for name, value in body.items() if value not in ("ok", [])]
-    body = {"status": "ok" if not failing else "error", **body}
+    # The web cannot serve without its database; without a broker or workers it still accepts
+    # work into the outbox, so those make the service "degraded", not unavailable.
+    fatal = [name for name in failing if name in ("database", "pending_migrations")]
+    state = "error" if fatal else ("degraded" if failing else "ok")
+    body = {"status": state, **body}
     if failing:
         body["failing"] = failing
-    return not failing, body
+    return not fatal, body
 
 
 @never_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from shared.models import AuditEvent, Integration
+from shared.models import AuditEvent, Booking, Integration, Message
 from shared.validation import MAX_TOKEN_LENGTH
 
 
@@ -75,3 +75,125 @@ class ConnectionTestSerializer(serializers.Serializer):
 class ConnectionTestResponseSerializer(EnvelopeSerializer):
     checks = serializers.DictField()
     integration = IntegrationSerializer()
+
+
+class MessageAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField()
+    outcome = serializers.CharField()
+    provider_code = serializers.CharField()
+    error = serializers.CharField()
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "provider",
+            "to",
+            "subject",
+            "body",
+            "html",
+            "idempotency_key",
+            "status",
+            "attempts",
+            "provider_message_id",
+            "last_error",
+            "error_kind",
+            "error_code",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "failed_at",
+        ]
+        read_only_fields = fields
+
+
+class MessageDetailSerializer(MessageSerializer):
+    attempt_log = MessageAttemptSerializer(source="attempt_set", many=True, read_only=True)
+    interrupted_attempts = serializers.SerializerMethodField()
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "attempt_log", "interrupted_attempts"]
+        read_only_fields = fields
+
+    def get_interrupted_attempts(self, obj: Message) -> int:
+        """Attempts that started but never recorded an outcome (a worker died mid-send)."""
+        finished = len(obj.attempt_set.all())
+        in_flight = 1 if obj.status == "sending" else 0
+        return max(obj.attempts - finished - in_flight, 0)
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    provider = serializers.ChoiceField(choices=["whatsapp", "sendgrid", "telegram", "instagram"])
+    to = serializers.CharField(max_length=320)
+    body = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    subject = serializers.CharField(required=False, allow_blank=True, default="", max_length=998)
+    html = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    idempotency_key = serializers.CharField(
+        required=False, allow_null=True, default=None, max_length=128
+    )
+
+
+class MessageBulkSerializer(serializers.Serializer):
+    messages = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
+
+
+class MessageCreatedSerializer(EnvelopeSerializer):
+    message_id = serializers.IntegerField()
+    data = MessageSerializer()
+
+
+class BulkItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    created = serializers.BooleanField()
+
+
+class BulkResponseSerializer(EnvelopeSerializer):
+    created = serializers.IntegerField()
+    existing = serializers.IntegerField()
+    messages = BulkItemSerializer(many=True)
+
+
+class BookingRequestSerializer(serializers.Serializer):
+    summary = serializers.CharField(max_length=500)
+    description = serializers.CharField(required=False, allow_blank=True)
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    timezone = serializers.CharField(required=False)
+    location = serializers.CharField(required=False, allow_blank=True)
+    attendees = serializers.ListField(child=serializers.EmailField(), required=False)
+
+
+class BookingSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Booking
+        fields = [
+            "booking_id",
+            "event_id",
+            "summary",
+            "description",
+            "location",
+            "start",
+            "end",
+            "timezone",
+            "attendees",
+            "cancelled",
+            "status",
+            "version",
+            "synced_version",
+            "attempts",
+            "last_error",
+            "synced_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields

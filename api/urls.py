@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import views
+from api import messages, views
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -25,4 +25,17 @@ urlpatterns = [
         name="integration-detail",
     ),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
+    path("messages/", messages.MessageListCreateView.as_view(), name="message-list"),
+    path("messages/bulk/", messages.MessageBulkView.as_view(), name="message-bulk"),
+    path("messages/<int:message_id>/", messages.MessageDetailView.as_view(), name="message-detail"),
+    path(
+        "messages/<int:message_id>/retry/",
+        messages.MessageRetryView.as_view(),
+        name="message-retry",
+    ),
+    path(
+        "calendar/bookings/<str:booking_id>/",
+        messages.BookingView.as_view(),
+        name="booking-detail",
+    ),
 ]

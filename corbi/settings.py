@@ -145,6 +145,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "shared.models.Provider",
         "RoleEnum": "shared.models.Role",
+        "MessageStatusEnum": "shared.models.MessageStatus",
+        "BookingStatusEnum": "shared.models.BookingStatus",
+        "EnvelopeStatusEnum": ["ok", "error"],
     },
 }
 
@@ -167,9 +170,74 @@ GOOGLE_TOKEN_URI = env_str(
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0)
 TEST_CONNECTION_TIMEOUT_SECONDS = env_float("TEST_CONNECTION_TIMEOUT_SECONDS", 10.0)
 
-# Celery (the one app lives in corbi/celery.py).
+# Celery (the one app lives in corbi/celery.py). Task arguments are ids only; JSON only.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# acks_late alone loses a task whose worker is SIGKILLed: pair it with reject_on_worker_lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_DEFAULT_QUEUE = "corbi"
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 64)
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+# Publishing to a broker that is down fails fast: the DB outbox plus the sweeper deliver later.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis redelivers unacked tasks after this; every countdown stays far below it.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+# Delivery. Delays longer than MAX_COUNTDOWN_SECONDS are kept in the DB and picked up by the
+# sweeper, so no countdown ever approaches the visibility timeout.
+MAX_COUNTDOWN_SECONDS = env_int("MAX_COUNTDOWN_SECONDS", 300)
+DELIVERY_MAX_RETRIES = env_int("DELIVERY_MAX_RETRIES", 8)
+DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
+DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 600.0)
+DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 60)
+SWEEPER_INTERVAL_SECONDS = env_float("SWEEPER_INTERVAL_SECONDS", 15.0)
+SWEEPER_GRACE_SECONDS = env_int("SWEEPER_GRACE_SECONDS", 60)
+BULK_MAX_MESSAGES = 1000
+# Shared rate limits (messages per second) per (organization, provider); override per
+# integration with extra.rate_limit_per_second. Telegram also limits each chat.
+RATE_LIMITS = {
+    "whatsapp": env_float("RATE_LIMIT_WHATSAPP", 80.0),
+    "sendgrid": env_float("RATE_LIMIT_SENDGRID", 100.0),
+    "telegram": env_float("RATE_LIMIT_TELEGRAM", 30.0),
+    "instagram": env_float("RATE_LIMIT_INSTAGRAM", 300.0),
+    "google_calendar": env_float("RATE_LIMIT_GOOGLE_CALENDAR", 10.0),
+}
+# A margin under Telegram's ~1 msg/s per chat, so network jitter never trips its 429.
+TELEGRAM_CHAT_RATE = env_float("RATE_LIMIT_TELEGRAM_CHAT", 0.9)
+TELEGRAM_GROUP_RATE = env_float("RATE_LIMIT_TELEGRAM_GROUP", 20.0 / 60.0)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-outbox": {
+        "task": "workers.tasks.sweep_outbox",
+        "schedule": SWEEPER_INTERVAL_SECONDS,
+        "options": {"expires": SWEEPER_INTERVAL_SECONDS},
+    },
+}
+WORKER_HEARTBEAT_WINDOW_SECONDS = env_int("WORKER_HEARTBEAT_WINDOW_SECONDS", 60)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING_CONFIG = None

@@ -112,3 +112,132 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.organization} {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Message(models.Model):
+    """An outbound message; the row is the outbox and the source of truth for every send."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="messages"
+    )
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="messages")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    to = models.CharField(max_length=320)
+    subject = models.CharField(max_length=998, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    html = models.TextField(blank=True, default="")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = no key (unique only when set)
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    provider_message_id = models.CharField(max_length=128, blank=True, default="")
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    error_kind = models.CharField(max_length=32, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    # Scheduling: due time, the moment a task was last published (NULL = publish pending),
+    # the lease of a claimed send, and a rate-limit slot already booked for this message.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    rate_slot_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="message_unique_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="message_org_time"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=["queued", "sending"]),
+                name="message_pending_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} {self.provider} {self.status}"
+
+
+class MessageAttempt(models.Model):
+    """One provider call for a message (an attempt interrupted by a crash leaves a gap in `number`)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=32)
+    provider_code = models.CharField(max_length=64, blank=True, default="")
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of message {self.message_id}: {self.outcome}"
+
+
+class BookingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SYNCING = "syncing", "Syncing"
+    SYNCED = "synced", "Synced"
+    FAILED = "failed", "Failed"
+
+
+class Booking(models.Model):
+    """A booking mirrored to the org's Google Calendar under a deterministic event id."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="bookings"
+    )
+    booking_id = models.CharField(max_length=128)
+    event_id = models.CharField(max_length=128)
+    summary = models.CharField(max_length=500)
+    description = models.TextField(blank=True, default="")
+    location = models.CharField(max_length=500, blank=True, default="")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    timezone = models.CharField(max_length=64, blank=True, default="UTC")
+    attendees = models.JSONField(default=list, blank=True)
+    cancelled = models.BooleanField(default=False)
+    # `version` bumps on every change; `synced_version` is the version the calendar reflects.
+    version = models.PositiveIntegerField(default=1)
+    synced_version = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=BookingStatus.choices, default=BookingStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "booking_id"], name="booking_unique_org_id"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"booking {self.booking_id} ({self.status})"

@@ -1,0 +1,167 @@
+"""Views for outbound messages and calendar bookings."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api.permissions import IsOrgAdmin, IsOrgMember
+from api.serializers import (
+    BookingRequestSerializer,
+    BookingSerializer,
+    BulkResponseSerializer,
+    MessageBulkSerializer,
+    MessageCreatedSerializer,
+    MessageCreateSerializer,
+    MessageDetailSerializer,
+    MessageSerializer,
+)
+from api.views import ERRORS, ok
+from shared.errors import NotFound
+from shared.models import Message, MessageStatus, Provider
+from shared.services.bookings import booking_cancel, booking_get, booking_upsert
+from shared.services.messages import message_create, message_create_bulk, message_retry
+
+CONFLICT = {409: OpenApiResponse(description="Provider not connected / state conflict")}
+
+
+class MessageListCreateView(generics.ListAPIView):
+    permission_classes = [IsOrgMember]
+    serializer_class = MessageSerializer
+
+    def get_queryset(self):
+        org = getattr(self.request, "org", None)
+        if org is None:
+            return Message.objects.none()
+        queryset = Message.objects.filter(organization=org)
+        status_filter = self.request.query_params.get("status")
+        provider = self.request.query_params.get("provider")
+        if status_filter:
+            queryset = queryset.filter(status=status_filter)
+        if provider:
+            queryset = queryset.filter(provider=provider)
+        return queryset
+
+    @extend_schema(
+        operation_id="messages_list",
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=MessageStatus.values),
+            OpenApiParameter("provider", OpenApiTypes.STR, enum=Provider.values),
+        ],
+        responses={200: MessageSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="messages_create",
+        request=MessageCreateSerializer,
+        responses={
+            202: MessageCreatedSerializer,
+            200: MessageCreatedSerializer,
+            **ERRORS,
+            **CONFLICT,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = MessageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        message, created = message_create(organization=request.org, **serializer.validated_data)
+        text = (
+            "Message queued." if created else "A message with this idempotency key already exists."
+        )
+        return Response(
+            ok(text, message_id=message.pk, data=MessageSerializer(message).data),
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        )
+
+
+class MessageBulkView(APIView):
+    permission_classes = [IsOrgMember]
+
+    @extend_schema(
+        operation_id="messages_bulk_create",
+        request=MessageBulkSerializer,
+        responses={202: BulkResponseSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = MessageBulkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        results = message_create_bulk(
+            organization=request.org, items=serializer.validated_data["messages"]
+        )
+        created = sum(1 for _, new in results if new)
+        return Response(
+            ok(
+                f"{created} message(s) queued.",
+                created=created,
+                existing=len(results) - created,
+                messages=[{"id": m.pk, "status": m.status, "created": new} for m, new in results],
+            ),
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class MessageDetailView(APIView):
+    permission_classes = [IsOrgMember]
+
+    @extend_schema(
+        operation_id="messages_retrieve", responses={200: MessageDetailSerializer, **ERRORS}
+    )
+    def get(self, request: Request, message_id: int) -> Response:
+        message = (
+            Message.objects.filter(organization=request.org, pk=message_id)
+            .prefetch_related("attempt_set")
+            .first()
+        )
+        if message is None:
+            raise NotFound("Message not found.")
+        return Response(MessageDetailSerializer(message).data)
+
+
+class MessageRetryView(APIView):
+    permission_classes = [IsOrgAdmin]
+
+    @extend_schema(
+        operation_id="messages_retry",
+        request=None,
+        responses={202: MessageCreatedSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        message = message_retry(organization=request.org, message_id=message_id)
+        return Response(
+            ok(
+                "Message queued again.", message_id=message.pk, data=MessageSerializer(message).data
+            ),
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class BookingView(APIView):
+    permission_classes = [IsOrgMember]
+
+    @extend_schema(operation_id="bookings_retrieve", responses={200: BookingSerializer, **ERRORS})
+    def get(self, request: Request, booking_id: str) -> Response:
+        return Response(
+            BookingSerializer(booking_get(organization=request.org, booking_id=booking_id)).data
+        )
+
+    @extend_schema(
+        operation_id="bookings_upsert",
+        request=BookingRequestSerializer,
+        responses={202: BookingSerializer, **ERRORS, **CONFLICT},
+    )
+    def put(self, request: Request, booking_id: str) -> Response:
+        booking = booking_upsert(organization=request.org, booking_id=booking_id, data=request.data)
+        return Response(BookingSerializer(booking).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="bookings_cancel", responses={202: BookingSerializer, **ERRORS, **CONFLICT}
+    )
+    def delete(self, request: Request, booking_id: str) -> Response:
+        booking = booking_cancel(organization=request.org, booking_id=booking_id)
+        return Response(BookingSerializer(booking).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,287 @@
+"""Bookings mirrored to Google Calendar: upsert/cancel requests and the idempotent sync."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from shared.crypto import TokenDecryptionError
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import Booking, BookingStatus, Integration, Organization, Provider
+from shared.providers.base import ProviderError
+from shared.providers.google_calendar import GoogleCalendar
+from shared.services.messages import DeliveryOutcome, _backoff
+from shared.services.outbox import SYNC_BOOKING, publish, publish_on_commit
+from shared.services.providers import integration_adapter
+
+BOOKING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_ATTENDEES = 50
+
+
+def booking_event_id(organization_id: int, booking_id: str) -> str:
+    """The calendar event id of a booking: deterministic, so every replay hits the same event."""
+    return GoogleCalendar.event_id_for(f"{organization_id}:{booking_id}")
+
+
+def _calendar(organization: Organization) -> Integration:
+    integration = (
+        Integration.objects.filter(
+            organization=organization, provider=Provider.GOOGLE_CALENDAR, is_active=True
+        )
+        .exclude(token_encrypted="")
+        .first()
+    )
+    if integration is None:
+        raise Conflict(
+            "google_calendar is not connected for this organization; connect it before syncing bookings.",
+            errors={"provider": ["google_calendar is not connected or inactive."]},
+        )
+    return integration
+
+
+def _validate(booking_id: str, data: Any) -> dict[str, Any]:
+    if not BOOKING_ID.match(booking_id or ""):
+        raise ValidationFailed(
+            "booking_id: use 1 to 128 letters, digits, '.', '_', ':' or '-'.",
+            errors={"booking_id": ["Use 1 to 128 letters, digits, '.', '_', ':' or '-'."]},
+        )
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "The body must be a JSON object.", errors={"non_field_errors": ["Must be an object."]}
+        )
+    errors: dict[str, list[str]] = {}
+    summary = data.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        errors["summary"] = ["This field is required."]
+    elif len(summary) > 500:
+        errors["summary"] = ["Must be at most 500 characters."]
+    tz_name = data.get("timezone") or "UTC"
+    try:
+        tz = ZoneInfo(tz_name) if isinstance(tz_name, str) else None
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = None
+    if tz is None:
+        errors["timezone"] = ["Must be an IANA time zone such as Europe/Madrid."]
+    times: dict[str, datetime] = {}
+    for name in ("start", "end"):
+        raw = data.get(name)
+        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        if parsed is None:
+            errors[name] = ["Must be an ISO 8601 date-time such as 2030-01-01T10:00:00+01:00."]
+            continue
+        if timezone.is_naive(parsed):
+            parsed = parsed.replace(tzinfo=tz or ZoneInfo("UTC"))
+        times[name] = parsed
+    if len(times) == 2 and times["end"] <= times["start"]:
+        errors["end"] = ["Must be after start."]
+    for name, limit in (("description", 8000), ("location", 500)):
+        value = data.get(name, "")
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            errors[name] = [f"Must be a string of at most {limit} characters."]
+    attendees = data.get("attendees") or []
+    if not isinstance(attendees, list) or len(attendees) > MAX_ATTENDEES:
+        errors["attendees"] = [f"Must be a list of at most {MAX_ATTENDEES} email addresses."]
+    else:
+        for index, email in enumerate(attendees):
+            try:
+                validate_email(email if isinstance(email, str) else "")
+            except DjangoValidationError:
+                errors[f"attendees.{index}"] = ["Must be a valid email address."]
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
+    return {
+        "summary": summary.strip(),
+        "description": data.get("description") or "",
+        "location": data.get("location") or "",
+        "start": times["start"],
+        "end": times["end"],
+        "timezone": tz_name,
+        "attendees": attendees,
+    }
+
+
+def booking_upsert(*, organization: Organization, booking_id: str, data: Any) -> Booking:
+    """Create or update a booking and enqueue its calendar sync (202 semantics)."""
+    fields = _validate(booking_id, data)
+    _calendar(organization)
+    now = timezone.now()
+    with transaction.atomic():
+        booking, created = Booking.objects.select_for_update().get_or_create(
+            organization=organization,
+            booking_id=booking_id,
+            defaults={
+                **fields,
+                "event_id": booking_event_id(organization.pk, booking_id),
+                "next_attempt_at": now,
+                "enqueued_at": now,
+            },
+        )
+        if not created:
+            for name, value in fields.items():
+                setattr(booking, name, value)
+            booking.cancelled = False
+            _requeue(booking, now)
+            booking.save()
+        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=_unpublish)
+    return booking
+
+
+def booking_cancel(*, organization: Organization, booking_id: str) -> Booking:
+    """Mark a booking cancelled and enqueue the event's deletion."""
+    with transaction.atomic():
+        booking = (
+            Booking.objects.select_for_update()
+            .filter(organization=organization, booking_id=booking_id)
+            .first()
+        )
+        if booking is None:
+            raise NotFound("Booking not found.")
+        _calendar(organization)
+        booking.cancelled = True
+        _requeue(booking, timezone.now())
+        booking.save()
+        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=_unpublish)
+    return booking
+
+
+def booking_get(*, organization: Organization, booking_id: str) -> Booking:
+    booking = Booking.objects.filter(organization=organization, booking_id=booking_id).first()
+    if booking is None:
+        raise NotFound("Booking not found.")
+    return booking
+
+
+def _requeue(booking: Booking, now: datetime) -> None:
+    booking.version += 1
+    booking.attempts = 0
+    booking.last_error = ""
+    booking.next_attempt_at = now
+    booking.enqueued_at = now
+    if booking.status != BookingStatus.SYNCING:
+        booking.status = BookingStatus.PENDING
+
+
+def _unpublish(ids: list[int]) -> None:
+    Booking.objects.filter(pk__in=ids, status=BookingStatus.PENDING).update(enqueued_at=None)
+
+
+def _event_body(booking: Booking) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "summary": booking.summary,
+        "start": {"dateTime": booking.start.isoformat(), "timeZone": booking.timezone},
+        "end": {"dateTime": booking.end.isoformat(), "timeZone": booking.timezone},
+    }
+    if booking.description:
+        body["description"] = booking.description
+    if booking.location:
+        body["location"] = booking.location
+    if booking.attendees:
+        body["attendees"] = [{"email": email} for email in booking.attendees]
+    return body
+
+
+def booking_sync(*, booking_pk: int) -> DeliveryOutcome:
+    """Bring the calendar event in line with the booking (upsert or delete by its fixed id)."""
+    now = timezone.now()
+    booking = Booking.objects.select_related("organization").filter(pk=booking_pk).first()
+    if booking is None or booking.status != BookingStatus.PENDING:
+        return DeliveryOutcome("skipped", reason="not pending")
+    if booking.next_attempt_at and booking.next_attempt_at > now + timedelta(seconds=0.5):
+        return DeliveryOutcome("skipped", reason="not due")
+    claimed = Booking.objects.filter(
+        pk=booking.pk, status=BookingStatus.PENDING, version=booking.version
+    ).update(
+        status=BookingStatus.SYNCING,
+        attempts=F("attempts") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+        updated_at=now,
+    )
+    if not claimed:
+        return DeliveryOutcome("skipped", reason="claimed elsewhere")
+    try:
+        integration = _calendar(booking.organization)
+        adapter = integration_adapter(integration)
+        if booking.cancelled:
+            adapter.delete_event(f"{booking.organization_id}:{booking.booking_id}")
+        else:
+            adapter.upsert_event(
+                f"{booking.organization_id}:{booking.booking_id}", _event_body(booking)
+            )
+    except Conflict as exc:
+        error = ProviderError(exc.message, kind="permanent", provider=Provider.GOOGLE_CALENDAR)
+    except TokenDecryptionError as exc:
+        error = ProviderError(str(exc), kind="credentials", provider=Provider.GOOGLE_CALENDAR)
+    except ProviderError as exc:
+        error = exc
+    else:
+        error = None
+    return _finish(booking, now, error)
+
+
+def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> DeliveryOutcome:
+    mine = Q(pk=booking.pk, status=BookingStatus.SYNCING)
+    changed = Booking.objects.filter(mine).exclude(version=booking.version)
+    if changed.update(
+        status=BookingStatus.PENDING, next_attempt_at=now, enqueued_at=now, lease_expires_at=None
+    ):
+        return DeliveryOutcome("deferred", delay=0.0, reason="changed while syncing")
+    if error is None:
+        Booking.objects.filter(mine).update(
+            status=BookingStatus.SYNCED,
+            synced_version=booking.version,
+            synced_at=timezone.now(),
+            last_error="",
+            lease_expires_at=None,
+        )
+        return DeliveryOutcome("sent")
+    if error.rate_limited or (
+        error.kind == "transient" and booking.attempts + 1 < settings.DELIVERY_MAX_RETRIES
+    ):
+        delay = (error.retry_after or 1.0) if error.rate_limited else _backoff(booking.attempts + 1)
+        in_broker = delay <= settings.MAX_COUNTDOWN_SECONDS
+        Booking.objects.filter(mine).update(
+            status=BookingStatus.PENDING,
+            last_error=error.message[:500],
+            next_attempt_at=now + timedelta(seconds=delay),
+            enqueued_at=now if in_broker else None,
+            lease_expires_at=None,
+        )
+        return DeliveryOutcome("deferred", delay=delay if in_broker else None, reason=error.kind)
+    Booking.objects.filter(mine).update(
+        status=BookingStatus.FAILED, last_error=error.message[:500], lease_expires_at=None
+    )
+    return DeliveryOutcome("failed", reason=error.kind)
+
+
+def booking_sweep(*, limit: int = 1000) -> list[int]:
+    """Re-enqueue pending bookings the broker lost and syncs whose lease expired."""
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
+    due = Q(status=BookingStatus.PENDING, next_attempt_at__lte=now) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=grace, next_attempt_at__lte=grace)
+    )
+    expired = Q(status=BookingStatus.SYNCING, lease_expires_at__lt=now)
+    with transaction.atomic():
+        ids = list(
+            Booking.objects.select_for_update(skip_locked=True)
+            .filter(due | expired)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Booking.objects.filter(pk__in=ids).update(
+                status=BookingStatus.PENDING, enqueued_at=now, lease_expires_at=None
+            )
+    if ids and not publish(SYNC_BOOKING, ids):
+        _unpublish(ids)
+    return ids

@@ -1,0 +1,586 @@
+"""Outbound messages: create (single, bulk, idempotent), deliver, retry, and sweep the outbox."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from shared.crypto import TokenDecryptionError
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import (
+    Integration,
+    Message,
+    MessageAttempt,
+    MessageStatus,
+    Organization,
+    Provider,
+)
+from shared.providers.base import OutboundMessage, ProviderError
+from shared.ratelimit import Limit
+from shared.services.audit import audit_event_record
+from shared.services.outbox import DELIVER_MESSAGE, publish, publish_on_commit
+from shared.services.providers import integration_adapter
+from shared.validation import validate_destination
+
+logger = logging.getLogger(__name__)
+
+MESSAGING_PROVIDERS = (Provider.WHATSAPP, Provider.SENDGRID, Provider.TELEGRAM, Provider.INSTAGRAM)
+BODY_LIMITS = {
+    Provider.WHATSAPP: 1600,
+    Provider.SENDGRID: 100_000,
+    Provider.TELEGRAM: 4096,
+    Provider.INSTAGRAM: 999,
+}
+MAX_KEY_LENGTH = 128
+
+
+# --- creation --------------------------------------------------------------------------------
+
+
+def _clean(provider: Any, to: Any, body: Any, subject: Any, html: Any, key: Any) -> dict[str, Any]:
+    """One message's fields, validated; raises ValidationFailed with field-level errors."""
+    errors: dict[str, list[str]] = {}
+    if provider not in MESSAGING_PROVIDERS:
+        raise ValidationFailed(
+            "provider: must be one of " + ", ".join(MESSAGING_PROVIDERS) + ".",
+            errors={"provider": ["Must be one of " + ", ".join(MESSAGING_PROVIDERS) + "."]},
+        )
+    cleaned: dict[str, Any] = {"provider": provider}
+    try:
+        cleaned["to"] = validate_destination(provider, to)
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+    body = body if body is not None else ""
+    subject = subject if subject is not None else ""
+    html = html if html is not None else ""
+    for name, value in (("body", body), ("subject", subject), ("html", html)):
+        if not isinstance(value, str):
+            errors[name] = ["Must be a string."]
+    if not errors:
+        if provider == Provider.SENDGRID:
+            if not subject.strip():
+                errors["subject"] = ["An email needs a subject."]
+            elif len(subject) > 998:
+                errors["subject"] = ["Must be at most 998 characters."]
+            if not body.strip() and not html.strip():
+                errors["body"] = ["An email needs a body or html."]
+        else:
+            if subject or html:
+                errors["subject" if subject else "html"] = [f"{provider} messages are text only."]
+            if not body.strip():
+                errors["body"] = ["This field is required."]
+        if len(body) > BODY_LIMITS[provider] or len(html) > BODY_LIMITS[provider]:
+            errors["body"] = [f"Must be at most {BODY_LIMITS[provider]} characters for {provider}."]
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH):
+        errors["idempotency_key"] = [f"Must be a string of 1 to {MAX_KEY_LENGTH} characters."]
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
+    cleaned.update(body=body, subject=subject, html=html, idempotency_key=key)
+    return cleaned
+
+
+def _active_integrations(organization: Organization, providers: set[str]) -> dict[str, Integration]:
+    found = {
+        i.provider: i
+        for i in Integration.objects.filter(
+            organization=organization, provider__in=providers, is_active=True
+        ).exclude(token_encrypted="")
+    }
+    missing = sorted(providers - set(found))
+    if missing:
+        raise Conflict(
+            f"{missing[0]} is not connected for this organization; connect it before sending.",
+            errors={"provider": [f"{p} is not connected or inactive." for p in missing]},
+        )
+    return found
+
+
+def _unpublish(ids: Sequence[int]) -> None:
+    """The publish failed: mark the rows so the sweeper publishes them on its next run."""
+    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(enqueued_at=None)
+
+
+def message_create(
+    *,
+    organization: Organization,
+    provider: str,
+    to: str,
+    body: str = "",
+    subject: str = "",
+    html: str = "",
+    idempotency_key: str | None = None,
+) -> tuple[Message, bool]:
+    """Write one outbound message to the outbox and enqueue it on commit.
+
+    Returns (message, created). The same idempotency key again returns the existing message
+    with created=False and enqueues nothing. Raises ValidationFailed or Conflict (not connected).
+    """
+    results = message_create_bulk(
+        organization=organization,
+        items=[
+            {
+                "provider": provider,
+                "to": to,
+                "body": body,
+                "subject": subject,
+                "html": html,
+                "idempotency_key": idempotency_key,
+            }
+        ],
+        _single=True,
+    )
+    return results[0]
+
+
+def message_create_bulk(
+    *, organization: Organization, items: Sequence[Mapping[str, Any]], _single: bool = False
+) -> list[tuple[Message, bool]]:
+    """Validate every item, then write all new messages in one transaction and enqueue them.
+
+    Errors are reported by index (`messages.<i>.<field>`) and nothing is written. Items whose
+    idempotency key already exists return the existing message (created=False).
+    """
+    if not items:
+        raise ValidationFailed(
+            "messages: at least one message is required.",
+            errors={"messages": ["Must not be empty."]},
+        )
+    if len(items) > settings.BULK_MAX_MESSAGES:
+        raise ValidationFailed(
+            f"messages: at most {settings.BULK_MAX_MESSAGES} messages per request.",
+            errors={"messages": [f"At most {settings.BULK_MAX_MESSAGES} messages per request."]},
+        )
+    cleaned: list[dict[str, Any]] = []
+    errors: dict[str, list[str]] = {}
+    seen_keys: dict[str, int] = {}
+    for index, item in enumerate(items):
+        prefix = "" if _single else f"messages.{index}."
+        if not isinstance(item, Mapping):
+            errors[f"messages.{index}"] = ["Must be an object."]
+            continue
+        try:
+            row = _clean(
+                item.get("provider"),
+                item.get("to"),
+                item.get("body"),
+                item.get("subject"),
+                item.get("html"),
+                item.get("idempotency_key"),
+            )
+        except ValidationFailed as exc:
+            errors.update({prefix + k: v for k, v in exc.errors.items()})
+            continue
+        key = row["idempotency_key"]
+        if key is not None:
+            if key in seen_keys:
+                errors[prefix + "idempotency_key"] = [
+                    f"Repeats the key of message {seen_keys[key]} in this request."
+                ]
+                continue
+            seen_keys[key] = index
+        cleaned.append(row)
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
+
+    integrations = _active_integrations(organization, {row["provider"] for row in cleaned})
+    for _ in range(2):  # a concurrent request may insert the same key between read and write
+        try:
+            return _insert(organization, cleaned, integrations)
+        except IntegrityError:
+            continue
+    raise Conflict("The idempotency key is being used by a concurrent request; try again.")
+
+
+@transaction.atomic
+def _insert(
+    organization: Organization, cleaned: list[dict[str, Any]], integrations: dict[str, Integration]
+) -> list[tuple[Message, bool]]:
+    keys = [row["idempotency_key"] for row in cleaned if row["idempotency_key"] is not None]
+    existing = (
+        {
+            m.idempotency_key: m
+            for m in Message.objects.filter(organization=organization, idempotency_key__in=keys)
+        }
+        if keys
+        else {}
+    )
+    now = timezone.now()
+    new = [
+        Message(
+            organization=organization,
+            integration=integrations[row["provider"]],
+            provider=row["provider"],
+            to=row["to"],
+            body=row["body"],
+            subject=row["subject"],
+            html=row["html"],
+            idempotency_key=row["idempotency_key"],
+            next_attempt_at=now,
+            enqueued_at=now,
+        )
+        for row in cleaned
+        if row["idempotency_key"] not in existing
+    ]
+    created = Message.objects.bulk_create(new, batch_size=1000)
+    publish_on_commit(DELIVER_MESSAGE, [m.pk for m in created], on_failure=_unpublish)
+    created_iter = iter(created)
+    return [
+        (existing[row["idempotency_key"]], False)
+        if row["idempotency_key"] in existing
+        else (next(created_iter), True)
+        for row in cleaned
+    ]
+
+
+def message_retry(*, organization: Organization, message_id: int) -> Message:
+    """Put a failed message back in the outbox for a fresh round of attempts."""
+    with transaction.atomic():
+        message = _message_for_update(organization, message_id)
+        if message.status != MessageStatus.FAILED:
+            raise Conflict(f"Only failed messages can be retried; this one is {message.status}.")
+        integration = message.integration
+        if not integration.is_active or not integration.token_encrypted:
+            raise Conflict(f"{message.provider} is not connected for this organization.")
+        now = timezone.now()
+        message.status = MessageStatus.QUEUED
+        message.retries = 0
+        message.next_attempt_at = now
+        message.enqueued_at = now
+        message.failed_at = None
+        message.last_error = ""
+        message.error_kind = ""
+        message.error_code = ""
+        message.save()
+        publish_on_commit(DELIVER_MESSAGE, [message.pk], on_failure=_unpublish)
+    return message
+
+
+def _message_for_update(organization: Organization, message_id: int) -> Message:
+    try:
+        return (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("integration")
+            .get(organization=organization, pk=message_id)
+        )
+    except Message.DoesNotExist:
+        raise NotFound("Message not found.") from None
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What happened to one delivery task; `delay` is set when the task must run again later."""
+
+    status: str  # sent | failed | deferred | skipped
+    delay: float | None = None
+    reason: str = ""
+
+
+def message_limits(message: Message, integration: Integration) -> list[Limit]:
+    """The shared limits a send must fit: per (org, provider), plus per chat for Telegram."""
+    rate = integration.extra.get("rate_limit_per_second") or settings.RATE_LIMITS.get(
+        message.provider
+    )
+    limits = [Limit(key=f"{message.provider}:org:{message.organization_id}", rate=float(rate or 0))]
+    if message.provider == Provider.TELEGRAM:
+        chat = hashlib.sha256(message.to.encode()).hexdigest()[:16]
+        chat_rate = (
+            settings.TELEGRAM_GROUP_RATE
+            if message.to.startswith("-")
+            else settings.TELEGRAM_CHAT_RATE
+        )
+        limits.append(Limit(key=f"telegram:chat:{integration.pk}:{chat}", rate=chat_rate))
+    return limits
+
+
+def _backoff(retries: int) -> float:
+    base = settings.DELIVERY_BACKOFF_BASE_SECONDS * (2 ** max(retries - 1, 0))
+    return min(settings.DELIVERY_BACKOFF_MAX_SECONDS, base) * random.uniform(0.5, 1.5)
+
+
+def _schedule(message_id: int, delay: float, now: datetime, **fields: Any) -> DeliveryOutcome:
+    """Put a message back to queued, due in `delay` s; long delays wait in the DB for the sweeper."""
+    in_broker = delay <= settings.MAX_COUNTDOWN_SECONDS
+    Message.objects.filter(pk=message_id).update(
+        status=MessageStatus.QUEUED,
+        next_attempt_at=now + timedelta(seconds=delay),
+        enqueued_at=now if in_broker else None,
+        lease_expires_at=None,
+        updated_at=now,
+        **fields,
+    )
+    return DeliveryOutcome("deferred", delay=delay if in_broker else None)
+
+
+def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryOutcome:
+    """Deliver one queued message: rate-limit, claim, decrypt, call the provider, record.
+
+    The row is claimed with a conditional update (queued → sending), so two deliveries of the
+    same task cannot both call the provider. Returns what the task should do next.
+    """
+    message = (
+        Message.objects.select_related("integration", "organization").filter(pk=message_id).first()
+    )
+    if message is None or message.status != MessageStatus.QUEUED:
+        return DeliveryOutcome("skipped", reason="not queued")
+    now = timezone.now()
+    if message.next_attempt_at and message.next_attempt_at > now + timedelta(seconds=0.5):
+        return DeliveryOutcome("skipped", reason="not due")
+    integration = message.integration
+    if not integration.is_active or not integration.token_encrypted:
+        return _fail_unclaimed(message, now, f"{message.provider} is not connected", "permanent")
+    if integration.credentials_rejected_at is not None:
+        return _fail_unclaimed(
+            message,
+            now,
+            f"{integration.get_provider_display()} rejected the credentials; reconnect the integration",
+            "credentials",
+        )
+
+    if message.rate_slot_at is None:
+        delay = limiter.reserve(
+            message_limits(message, integration), max_wait=settings.MAX_COUNTDOWN_SECONDS
+        )
+        if delay > 0.005:
+            metrics.rate_limit_deferred(message.provider, "our_limit")
+            booked = delay <= settings.MAX_COUNTDOWN_SECONDS
+            slot = now + timedelta(seconds=delay) if booked else None
+            return _schedule(message.pk, delay, now, rate_slot_at=slot)
+
+    claimed = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
+        status=MessageStatus.SENDING,
+        attempts=F("attempts") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+        rate_slot_at=None,
+        updated_at=now,
+    )
+    if not claimed:
+        return DeliveryOutcome("skipped", reason="claimed elsewhere")
+    number = message.attempts + 1
+    started = time.monotonic()
+    try:
+        adapter = integration_adapter(integration)
+        provider_id = adapter.send(
+            OutboundMessage(
+                to=message.to,
+                body=message.body,
+                subject=message.subject,
+                html=message.html,
+                reference=f"msg-{message.pk}",
+            )
+        )
+    except ProviderError as exc:
+        error: ProviderError | None = exc
+    except TokenDecryptionError as exc:
+        error = ProviderError(str(exc), kind="credentials", provider=message.provider)
+    else:
+        error = None
+    elapsed = time.monotonic() - started
+    if error is None:
+        return _record_sent(message, number, now, elapsed, provider_id, metrics)
+    return _record_error(message, number, now, elapsed, error, metrics)
+
+
+def _attempt(
+    message: Message,
+    number: int,
+    started: datetime,
+    elapsed: float,
+    outcome: str,
+    error: ProviderError | None = None,
+) -> None:
+    MessageAttempt.objects.create(
+        message_id=message.pk,
+        number=number,
+        started_at=started,
+        duration_ms=int(elapsed * 1000),
+        outcome=outcome,
+        provider_code=(error.code or "") if error else "",
+        error=error.message[:500] if error else "",
+    )
+
+
+def _record_sent(
+    message: Message, number: int, started: datetime, elapsed: float, provider_id: str, metrics: Any
+) -> DeliveryOutcome:
+    now = timezone.now()
+    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        status=MessageStatus.SENT,
+        provider_message_id=provider_id[:128],
+        sent_at=now,
+        lease_expires_at=None,
+        last_error="",
+        error_kind="",
+        error_code="",
+        updated_at=now,
+    )
+    if not updated:
+        logger.warning("Message %s was sent but its lease had been taken over.", message.pk)
+    _attempt(message, number, started, elapsed, "sent")
+    metrics.send_finished(message.provider, "sent", elapsed)
+    return DeliveryOutcome("sent")
+
+
+def _record_error(
+    message: Message,
+    number: int,
+    started: datetime,
+    elapsed: float,
+    error: ProviderError,
+    metrics: Any,
+) -> DeliveryOutcome:
+    now = timezone.now()
+    details = {
+        "last_error": error.message[:500],
+        "error_kind": error.kind,
+        "error_code": (error.code or "")[:64],
+    }
+    if error.rate_limited:
+        _attempt(message, number, started, elapsed, "rate_limited", error)
+        metrics.send_finished(message.provider, "rate_limited", elapsed)
+        metrics.rate_limit_deferred(message.provider, "provider_429")
+        wait = (error.retry_after or 1.0) * random.uniform(1.0, 1.1)
+        return _schedule(message.pk, wait, now, **details)
+    if error.kind == "transient" and message.retries + 1 < settings.DELIVERY_MAX_RETRIES:
+        _attempt(message, number, started, elapsed, "retry", error)
+        metrics.send_finished(message.provider, "retried", elapsed)
+        metrics.retry_scheduled(message.provider, "transient")
+        return _schedule(
+            message.pk, _backoff(message.retries + 1), now, retries=F("retries") + 1, **details
+        )
+    outcome = "credentials_rejected" if error.credentials_rejected else "failed"
+    _attempt(message, number, started, elapsed, outcome, error)
+    metrics.send_finished(message.provider, outcome, elapsed)
+    Message.objects.filter(pk=message.pk).update(
+        status=MessageStatus.FAILED, failed_at=now, lease_expires_at=None, updated_at=now, **details
+    )
+    if error.credentials_rejected:
+        _mark_credentials_rejected(message.integration, error, now)
+    _audit_failed(message, error)
+    return DeliveryOutcome("failed", reason=error.kind)
+
+
+def _fail_unclaimed(message: Message, now: datetime, text: str, kind: str) -> DeliveryOutcome:
+    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
+        status=MessageStatus.FAILED,
+        failed_at=now,
+        last_error=text[:500],
+        error_kind=kind,
+        updated_at=now,
+    )
+    if updated:
+        _audit_failed(message, ProviderError(text, kind=kind, provider=message.provider))
+    return DeliveryOutcome("failed", reason=kind)
+
+
+def _mark_credentials_rejected(
+    integration: Integration, error: ProviderError, now: datetime
+) -> None:
+    first = Integration.objects.filter(
+        pk=integration.pk, credentials_rejected_at__isnull=True
+    ).update(credentials_rejected_at=now, last_error=error.message[:500], last_error_at=now)
+    if first:
+        audit_event_record(
+            organization=integration.organization,
+            action="integration.credentials_rejected",
+            provider=integration.provider,
+            data={"message": error.message, "code": error.code or ""},
+        )
+
+
+def _audit_failed(message: Message, error: ProviderError) -> None:
+    audit_event_record(
+        organization=message.organization,
+        action="message.failed",
+        provider=message.provider,
+        data={
+            "message_id": message.pk,
+            "error": error.message,
+            "kind": error.kind,
+            "code": error.code or "",
+        },
+    )
+
+
+# --- sweeping --------------------------------------------------------------------------------
+
+
+def message_sweep(*, limit: int = 5000) -> list[int]:
+    """Re-enqueue what the broker lost: stale queued rows, unpublished rows and expired leases.
+
+    A row in `sending` past its lease was interrupted mid-attempt (a worker killed): it goes
+    back to `queued` and the gap in its attempt numbers shows that it may have been sent twice.
+    """
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
+    due = Q(status=MessageStatus.QUEUED, next_attempt_at__lte=now) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=grace, next_attempt_at__lte=grace)
+    )
+    expired = Q(status=MessageStatus.SENDING, lease_expires_at__lt=now)
+    with transaction.atomic():
+        ids = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(due | expired)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Message.objects.filter(pk__in=ids).update(
+                status=MessageStatus.QUEUED,
+                enqueued_at=now,
+                lease_expires_at=None,
+                rate_slot_at=None,
+            )
+    if ids and not publish(DELIVER_MESSAGE, ids):
+        _unpublish(ids)
+    return ids
+
+
+def outbox_stats() -> dict[str, float]:
+    """Queue depth and the age in seconds of the oldest queued message (for metrics)."""
+    pending = Message.objects.filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING])
+    oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    return {
+        "queued": pending.filter(status=MessageStatus.QUEUED).count(),
+        "sending": pending.filter(status=MessageStatus.SENDING).count(),
+        "oldest_age": (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+    }
+
+
+def send_message(
+    org: Organization | int,
+    provider: str,
+    to: str,
+    body: str = "",
+    *,
+    subject: str = "",
+    html: str = "",
+    idempotency_key: str | None = None,
+) -> Message:
+    """Product-code entry point: exactly what POST /api/messages/ does; returns the message row."""
+    organization = org if isinstance(org, Organization) else Organization.objects.get(pk=org)
+    message, _ = message_create(
+        organization=organization,
+        provider=provider,
+        to=to,
+        body=body,
+        subject=subject,
+        html=html,
+        idempotency_key=idempotency_key,
+    )
+    return message
