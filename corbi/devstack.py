@@ -36,12 +36,12 @@ DEMO_ACCOUNTS = {
         "token": "demo0twilio0auth0token0000000001",
         "account": {
             "provider": "whatsapp",
-            "account_sid": "AC" + "d3m0" * 8,
+            "account_sid": "AC" + "de" * 16,
             "auth_token": "demo0twilio0auth0token0000000001",
             "senders": ["whatsapp:+14155238886"],
         },
         "extra": {
-            "account_sid": "AC" + "d3m0" * 8,
+            "account_sid": "AC" + "de" * 16,
             "from_whatsapp": "+14155238886",
             "to_whatsapp": "+15551234567",
         },
