@@ -67,7 +67,7 @@ def _numeric_id(value: Any) -> str:
 
 def _chat_id(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"-?\d{1,20}", text) or _CHANNEL.match(text):

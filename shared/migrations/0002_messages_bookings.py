@@ -5,101 +5,191 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shared', '0001_initial'),
+        ("shared", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(choices=[('whatsapp', 'WhatsApp (Twilio)'), ('sendgrid', 'SendGrid email'), ('telegram', 'Telegram bot'), ('instagram', 'Instagram messaging'), ('google_calendar', 'Google Calendar')], max_length=32)),
-                ('to', models.CharField(max_length=320)),
-                ('subject', models.CharField(blank=True, default='', max_length=998)),
-                ('body', models.TextField(blank=True, default='')),
-                ('html', models.TextField(blank=True, default='')),
-                ('idempotency_key', models.CharField(blank=True, max_length=128, null=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('retries', models.PositiveIntegerField(default=0)),
-                ('provider_message_id', models.CharField(blank=True, default='', max_length=128)),
-                ('last_error', models.CharField(blank=True, default='', max_length=500)),
-                ('error_kind', models.CharField(blank=True, default='', max_length=32)),
-                ('error_code', models.CharField(blank=True, default='', max_length=64)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('rate_slot_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('failed_at', models.DateTimeField(blank=True, null=True)),
-                ('integration', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='shared.integration')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='shared.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("whatsapp", "WhatsApp (Twilio)"),
+                            ("sendgrid", "SendGrid email"),
+                            ("telegram", "Telegram bot"),
+                            ("instagram", "Instagram messaging"),
+                            ("google_calendar", "Google Calendar"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("to", models.CharField(max_length=320)),
+                ("subject", models.CharField(blank=True, default="", max_length=998)),
+                ("body", models.TextField(blank=True, default="")),
+                ("html", models.TextField(blank=True, default="")),
+                ("idempotency_key", models.CharField(blank=True, max_length=128, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("sending", "Sending"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("retries", models.PositiveIntegerField(default=0)),
+                ("provider_message_id", models.CharField(blank=True, default="", max_length=128)),
+                ("last_error", models.CharField(blank=True, default="", max_length=500)),
+                ("error_kind", models.CharField(blank=True, default="", max_length=32)),
+                ("error_code", models.CharField(blank=True, default="", max_length=64)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("rate_slot_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("failed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "integration",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="shared.integration",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="shared.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='MessageAttempt',
+            name="MessageAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField()),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('outcome', models.CharField(max_length=32)),
-                ('provider_code', models.CharField(blank=True, default='', max_length=64)),
-                ('error', models.CharField(blank=True, default='', max_length=500)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempt_set', to='shared.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField()),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("outcome", models.CharField(max_length=32)),
+                ("provider_code", models.CharField(blank=True, default="", max_length=64)),
+                ("error", models.CharField(blank=True, default="", max_length=500)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempt_set",
+                        to="shared.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['number'],
+                "ordering": ["number"],
             },
         ),
         migrations.CreateModel(
-            name='Booking',
+            name="Booking",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('booking_id', models.CharField(max_length=128)),
-                ('event_id', models.CharField(max_length=128)),
-                ('summary', models.CharField(max_length=500)),
-                ('description', models.TextField(blank=True, default='')),
-                ('location', models.CharField(blank=True, default='', max_length=500)),
-                ('start', models.DateTimeField()),
-                ('end', models.DateTimeField()),
-                ('timezone', models.CharField(blank=True, default='UTC', max_length=64)),
-                ('attendees', models.JSONField(blank=True, default=list)),
-                ('cancelled', models.BooleanField(default=False)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('synced_version', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('syncing', 'Syncing'), ('synced', 'Synced'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.CharField(blank=True, default='', max_length=500)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='bookings', to='shared.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("booking_id", models.CharField(max_length=128)),
+                ("event_id", models.CharField(max_length=128)),
+                ("summary", models.CharField(max_length=500)),
+                ("description", models.TextField(blank=True, default="")),
+                ("location", models.CharField(blank=True, default="", max_length=500)),
+                ("start", models.DateTimeField()),
+                ("end", models.DateTimeField()),
+                ("timezone", models.CharField(blank=True, default="UTC", max_length=64)),
+                ("attendees", models.JSONField(blank=True, default=list)),
+                ("cancelled", models.BooleanField(default=False)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("synced_version", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("syncing", "Syncing"),
+                            ("synced", "Synced"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.CharField(blank=True, default="", max_length=500)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="bookings",
+                        to="shared.organization",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('organization', 'booking_id'), name='booking_unique_org_id')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("organization", "booking_id"), name="booking_unique_org_id"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['organization', '-created_at'], name='message_org_time'),
+            model_name="message",
+            index=models.Index(fields=["organization", "-created_at"], name="message_org_time"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status__in', ['queued', 'sending'])), fields=['next_attempt_at'], name='message_pending_due'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status__in", ["queued", "sending"])),
+                fields=["next_attempt_at"],
+                name="message_pending_due",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('organization', 'idempotency_key'), name='message_unique_idempotency_key'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("organization", "idempotency_key"),
+                name="message_unique_idempotency_key",
+            ),
         ),
     ]

@@ -24,7 +24,7 @@ from shared.services.messages import DeliveryOutcome, _backoff
 from shared.services.outbox import SYNC_BOOKING, publish, publish_on_commit
 from shared.services.providers import integration_adapter
 
-BOOKING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+BOOKING_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_ATTENDEES = 50
 
 
@@ -50,7 +50,7 @@ def _calendar(organization: Organization) -> Integration:
 
 
 def _validate(booking_id: str, data: Any) -> dict[str, Any]:
-    if not BOOKING_ID.match(booking_id or ""):
+    if not BOOKING_ID.fullmatch(booking_id or ""):
         raise ValidationFailed(
             "booking_id: use 1 to 128 letters, digits, '.', '_', ':' or '-'.",
             errors={"booking_id": ["Use 1 to 128 letters, digits, '.', '_', ':' or '-'."]},
@@ -59,9 +59,15 @@ def _validate(booking_id: str, data: Any) -> dict[str, Any]:
         raise ValidationFailed(
             "The body must be a JSON object.", errors={"non_field_errors": ["Must be an object."]}
         )
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[str]] = {
+        name: ["Must not contain NUL characters."]
+        for name in ("summary", "description", "location", "timezone", "start", "end")
+        if isinstance(data.get(name), str) and "\x00" in data[name]
+    }
     summary = data.get("summary")
-    if not isinstance(summary, str) or not summary.strip():
+    if "summary" in errors:
+        pass
+    elif not isinstance(summary, str) or not summary.strip():
         errors["summary"] = ["This field is required."]
     elif len(summary) > 500:
         errors["summary"] = ["Must be at most 500 characters."]
@@ -71,22 +77,31 @@ def _validate(booking_id: str, data: Any) -> dict[str, Any]:
     except (ZoneInfoNotFoundError, ValueError):
         tz = None
     if tz is None:
-        errors["timezone"] = ["Must be an IANA time zone such as Europe/Madrid."]
+        errors.setdefault("timezone", ["Must be an IANA time zone such as Europe/Madrid."])
     times: dict[str, datetime] = {}
     for name in ("start", "end"):
+        if name in errors:
+            continue
         raw = data.get(name)
-        parsed = parse_datetime(raw) if isinstance(raw, str) else None
-        if parsed is None:
+        try:
+            parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        except ValueError:  # well-formed but impossible, e.g. month 13
+            parsed = None
+        if parsed is not None and timezone.is_naive(parsed):
+            parsed = parsed.replace(tzinfo=tz or ZoneInfo("UTC"))
+        if parsed is None or not 1970 <= parsed.year <= 9998:
             errors[name] = ["Must be an ISO 8601 date-time such as 2030-01-01T10:00:00+01:00."]
             continue
-        if timezone.is_naive(parsed):
-            parsed = parsed.replace(tzinfo=tz or ZoneInfo("UTC"))
         times[name] = parsed
     if len(times) == 2 and times["end"] <= times["start"]:
         errors["end"] = ["Must be after start."]
     for name, limit in (("description", 8000), ("location", 500)):
         value = data.get(name, "")
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
+        if (
+            name not in errors
+            and value is not None
+            and (not isinstance(value, str) or len(value) > limit)
+        ):
             errors[name] = [f"Must be a string of at most {limit} characters."]
     attendees = data.get("attendees") or []
     if not isinstance(attendees, list) or len(attendees) > MAX_ATTENDEES:

@@ -64,9 +64,16 @@ def _clean(provider: Any, to: Any, body: Any, subject: Any, html: Any, key: Any)
     body = body if body is not None else ""
     subject = subject if subject is not None else ""
     html = html if html is not None else ""
-    for name, value in (("body", body), ("subject", subject), ("html", html)):
-        if not isinstance(value, str):
+    for name, value in (
+        ("body", body),
+        ("subject", subject),
+        ("html", html),
+        ("idempotency_key", key),
+    ):
+        if name != "idempotency_key" and not isinstance(value, str):
             errors[name] = ["Must be a string."]
+        elif isinstance(value, str) and "\x00" in value:
+            errors[name] = ["Must not contain NUL characters."]
     if not errors:
         if provider == Provider.SENDGRID:
             if not subject.strip():
@@ -82,7 +89,11 @@ def _clean(provider: Any, to: Any, body: Any, subject: Any, html: Any, key: Any)
                 errors["body"] = ["This field is required."]
         if len(body) > BODY_LIMITS[provider] or len(html) > BODY_LIMITS[provider]:
             errors["body"] = [f"Must be at most {BODY_LIMITS[provider]} characters for {provider}."]
-    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH):
+    if (
+        "idempotency_key" not in errors
+        and key is not None
+        and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH)
+    ):
         errors["idempotency_key"] = [f"Must be a string of 1 to {MAX_KEY_LENGTH} characters."]
     if errors:
         first = next(iter(errors))
@@ -92,6 +103,8 @@ def _clean(provider: Any, to: Any, body: Any, subject: Any, html: Any, key: Any)
 
 
 def _active_integrations(organization: Organization, providers: set[str]) -> dict[str, Integration]:
+    if not providers:
+        return {}
     found = {
         i.provider: i
         for i in Integration.objects.filter(
@@ -195,7 +208,17 @@ def message_create_bulk(
         first = next(iter(errors))
         raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
 
-    integrations = _active_integrations(organization, {row["provider"] for row in cleaned})
+    keys = [row["idempotency_key"] for row in cleaned if row["idempotency_key"] is not None]
+    replayed = set(
+        Message.objects.filter(organization=organization, idempotency_key__in=keys).values_list(
+            "idempotency_key", flat=True
+        )
+        if keys
+        else ()
+    )
+    integrations = _active_integrations(
+        organization, {row["provider"] for row in cleaned if row["idempotency_key"] not in replayed}
+    )
     for _ in range(2):  # a concurrent request may insert the same key between read and write
         try:
             return _insert(organization, cleaned, integrations)

@@ -172,11 +172,6 @@ def test_booking_id_of_128_allowed_characters_is_accepted(acme, client_for):
     assert ok_body(put(client_for(acme["admin"]), booking_id), 202)["booking_id"] == booking_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: shared/services/bookings.py BOOKING_ID uses `$`, which also matches "
-    "before a trailing newline, so 'bk-1\\n' is stored as a booking id",
-)
 def test_booking_id_with_a_trailing_newline_is_rejected(acme, client_for):
     response = put(client_for(acme["admin"]), "bk-1%0A")
 
@@ -184,11 +179,6 @@ def test_booking_id_with_a_trailing_newline_is_rejected(acme, client_for):
     assert not Booking.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: shared/services/bookings.py _validate calls parse_datetime, which raises "
-    "ValueError on a well-formed but impossible date (month 13); the API answers 500",
-)
 def test_impossible_calendar_date_is_rejected_naming_start(acme, client_for):
     payload = {**BOOKING, "start": "2030-13-01T20:00:00+01:00"}
 
@@ -197,11 +187,6 @@ def test_impossible_calendar_date_is_rejected_naming_start(acme, client_for):
     assert "start" in body["errors"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: shared/services/bookings.py _validate accepts NUL characters in text "
-    "fields; Postgres refuses them and the API answers 500",
-)
 def test_summary_with_a_nul_character_is_rejected_naming_summary(acme, client_for):
     payload = {**BOOKING, "summary": "Dinner\x00for four"}
 

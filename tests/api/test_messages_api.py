@@ -336,11 +336,6 @@ def test_single_message_with_a_nul_character_is_rejected_naming_body(acme, clien
     assert "body" in body["errors"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: shared/services/messages.py _clean does not refuse NUL characters "
-    "(the single endpoint's serializer does); bulk_create hits Postgres and the API answers 500",
-)
 def test_bulk_item_with_a_nul_character_is_rejected_by_index(acme, client_for):
     items = [VALID["telegram"], {**VALID["telegram"], "body": "ready\x00now"}]
 
@@ -350,11 +345,6 @@ def test_bulk_item_with_a_nul_character_is_rejected_by_index(acme, client_for):
     assert not Message.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: shared/validation.py _chat_id returns str(value) for any JSON integer, "
-    "skipping the 20-digit bound the string form gets; bulk accepts a 23-digit chat id",
-)
 def test_bulk_telegram_chat_id_integer_is_bounded_like_the_string_form(acme, client_for):
     items = [{**VALID["telegram"], "to": 12345678901234567890123}]
 
@@ -577,3 +567,18 @@ def test_retrying_another_orgs_message_is_not_found(acme, client_for):
     assert_error_envelope(client_for(acme["admin"]).post(f"{MESSAGES}{theirs.pk}/retry/"), 404)
     theirs.refresh_from_db()
     assert theirs.status == MessageStatus.FAILED
+
+
+def test_replaying_a_key_after_the_provider_was_disconnected_returns_the_message(acme, client_for):
+    client = client_for(acme["admin"])
+    first = client.post(
+        "/api/messages/", {**VALID["telegram"], "idempotency_key": "k-1"}, format="json"
+    )
+    client.delete("/api/integrations/telegram/")
+
+    again = client.post(
+        "/api/messages/", {**VALID["telegram"], "idempotency_key": "k-1"}, format="json"
+    )
+
+    assert again.status_code == 200
+    assert again.json()["message_id"] == first.json()["message_id"]
