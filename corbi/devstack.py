@@ -244,7 +244,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     env.setdefault("DJANGO_SETTINGS_MODULE", "corbi.settings")
-    env.setdefault("DEBUG", "true")
     env["CORBI_DOTENV"] = "0"
     port = int(env.get("PORT", "8000"))
     sandbox_port = int(env.get("SANDBOX_PORT", "8025"))
@@ -256,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log(f"Database: {env.get('DATABASE_URL') or 'SQLite at var/corbi.sqlite3'}")
         stack.manage("migrate", "--noinput")
+        stack.manage("collectstatic", "--noinput", "--verbosity", "0")
         admin = json.loads(
             stack.manage(
                 "create_member", "--org", "demo", "--username", "demo-admin", "--role", "admin"
