@@ -21,7 +21,7 @@ from api.serializers import (
     MessageSerializer,
 )
 from api.views import ERRORS, ok
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 from shared.models import Message, MessageStatus, Provider
 from shared.services.bookings import booking_cancel, booking_get, booking_upsert
 from shared.services.messages import message_create, message_create_bulk, message_retry
@@ -38,12 +38,16 @@ class MessageListCreateView(generics.ListAPIView):
         if org is None:
             return Message.objects.none()
         queryset = Message.objects.filter(organization=org)
-        status_filter = self.request.query_params.get("status")
-        provider = self.request.query_params.get("provider")
-        if status_filter:
-            queryset = queryset.filter(status=status_filter)
-        if provider:
-            queryset = queryset.filter(provider=provider)
+        for name, choices in (("status", MessageStatus.values), ("provider", Provider.values)):
+            value = self.request.query_params.get(name)
+            if value is None:
+                continue
+            if value not in choices:
+                raise ValidationFailed(
+                    f"{name}: must be one of {', '.join(choices)}.",
+                    errors={name: [f"Must be one of {', '.join(choices)}."]},
+                )
+            queryset = queryset.filter(**{name: value})
         return queryset
 
     @extend_schema(

@@ -20,7 +20,7 @@ from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Booking, BookingStatus, Integration, Organization, Provider
 from shared.providers.base import ProviderError
 from shared.providers.google_calendar import GoogleCalendar
-from shared.services.messages import DeliveryOutcome, _backoff
+from shared.services.messages import DeliveryOutcome, backoff_seconds
 from shared.services.outbox import SYNC_BOOKING, publish, publish_on_commit
 from shared.services.providers import integration_adapter
 
@@ -263,7 +263,11 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
     if error.rate_limited or (
         error.kind == "transient" and booking.attempts + 1 < settings.DELIVERY_MAX_RETRIES
     ):
-        delay = (error.retry_after or 1.0) if error.rate_limited else _backoff(booking.attempts + 1)
+        delay = (
+            (error.retry_after or 1.0)
+            if error.rate_limited
+            else backoff_seconds(booking.attempts + 1)
+        )
         in_broker = delay <= settings.MAX_COUNTDOWN_SECONDS
         Booking.objects.filter(mine).update(
             status=BookingStatus.PENDING,

@@ -331,7 +331,8 @@ def message_limits(message: Message, integration: Integration) -> list[Limit]:
     return limits
 
 
-def _backoff(retries: int) -> float:
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff with jitter for the `retries`-th transient failure."""
     base = settings.DELIVERY_BACKOFF_BASE_SECONDS * (2 ** max(retries - 1, 0))
     return min(settings.DELIVERY_BACKOFF_MAX_SECONDS, base) * random.uniform(0.5, 1.5)
 
@@ -484,7 +485,11 @@ def _record_error(
         metrics.send_finished(message.provider, "retried", elapsed)
         metrics.retry_scheduled(message.provider, "transient")
         return _schedule(
-            message.pk, _backoff(message.retries + 1), now, retries=F("retries") + 1, **details
+            message.pk,
+            backoff_seconds(message.retries + 1),
+            now,
+            retries=F("retries") + 1,
+            **details,
         )
     outcome = "credentials_rejected" if error.credentials_rejected else "failed"
     _attempt(message, number, started, elapsed, outcome, error)

@@ -582,3 +582,11 @@ def test_replaying_a_key_after_the_provider_was_disconnected_returns_the_message
 
     assert again.status_code == 200
     assert again.json()["message_id"] == first.json()["message_id"]
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "provider=fax"])
+def test_unknown_filter_values_are_400_naming_the_parameter(acme, client_for, query):
+    response = client_for(acme["member"]).get(f"/api/messages/?{query}")
+
+    body = assert_error_envelope(response, 400)
+    assert query.split("=")[0] in body["errors"]
