@@ -52,3 +52,111 @@ def test_bad_fernet_key_refuses_to_start(entry, case):
 def test_good_fernet_key_starts():
     result = run(ENTRY_POINTS["manage.py"], GOOD_KEY)
     assert result.returncode == 0, result.stderr
+
+
+# --- real servers: gunicorn, a Celery worker and beat refuse a bad FERNET_KEY within 5 s ----
+
+SERVER_BAD_KEYS = {
+    "unset": None,
+    "empty": "",
+    "not_base64": "this is !!! not base64 at all, nope nope nope",
+    "wrong_length": "c2hvcnRrZXk=",
+}
+SERVER_DEADLINE_SECONDS = 5.0
+SERVER_KILL_AFTER_SECONDS = 10.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_command(server: str, tmp: Path) -> list[str]:
+    if server == "web":
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "corbi.wsgi",
+            "--bind",
+            f"127.0.0.1:{_free_port()}",
+            "--workers",
+            "1",
+        ]
+    if server == "worker":
+        return [sys.executable, "-m", "celery", "-A", "corbi", "worker", "--pool", "threads"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "corbi",
+        "beat",
+        "--schedule",
+        str(tmp / "beat-schedule"),
+    ]
+
+
+def _start_and_time(server: str, case: str, tmp: Path) -> dict:
+    import signal
+    import time
+
+    key = SERVER_BAD_KEYS[case]
+    env = {k: v for k, v in os.environ.items() if k not in ("FERNET_KEY", "PYTEST_CURRENT_TEST")}
+    env.update({"CORBI_DOTENV": "0", "DJANGO_SETTINGS_MODULE": "corbi.settings"})
+    if key is not None:
+        env["FERNET_KEY"] = key
+    workdir = tmp / f"{server}-{case}"
+    workdir.mkdir()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        _server_command(server, workdir),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    killed = False
+    try:
+        out, err = proc.communicate(timeout=SERVER_KILL_AFTER_SECONDS)
+    except subprocess.TimeoutExpired:
+        killed = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return {
+        "elapsed": time.monotonic() - started,
+        "returncode": proc.returncode,
+        "killed": killed,
+        "stdout": out,
+        "stderr": err,
+        "key": key,
+    }
+
+
+@pytest.fixture(scope="module")
+def server_starts(tmp_path_factory):
+    """Start every (server, bad key) pair, one at a time so the timing is not a CPU contest, and record how each ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = tmp_path_factory.mktemp("servers")
+    pairs = [(s, c) for s in ("web", "worker", "beat") for c in SERVER_BAD_KEYS]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        results = list(pool.map(lambda pair: _start_and_time(*pair, tmp), pairs))
+    return dict(zip(pairs, results, strict=True))
+
+
+@pytest.mark.parametrize("server", ["web", "worker", "beat"])
+@pytest.mark.parametrize("case", sorted(SERVER_BAD_KEYS))
+def test_server_with_bad_fernet_key_exits_non_zero_within_5_s(server_starts, server, case):
+    result = server_starts[(server, case)]
+    assert not result["killed"], f"{server} still running after {SERVER_KILL_AFTER_SECONDS} s"
+    assert result["returncode"] != 0
+    assert result["elapsed"] < SERVER_DEADLINE_SECONDS, result["elapsed"]
+    assert "FERNET_KEY" in result["stderr"], result["stderr"][-2000:]
+    if result["key"]:
+        assert result["key"] not in result["stdout"] + result["stderr"]

@@ -1,0 +1,120 @@
+"""Security fixtures: two organizations with every provider connected, messages and a booking."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt, Provider
+from shared.services.bookings import booking_event_id
+from shared.services.integrations import integration_connect
+from tests.factories import CANARY, VALID_EXTRA
+
+# Sandbox accounts that accept the canary tokens with the VALID_EXTRA of tests.factories.
+SANDBOX_ACCOUNTS = {
+    "whatsapp": {
+        "account_sid": VALID_EXTRA["whatsapp"]["account_sid"],
+        "auth_token": CANARY["whatsapp"],
+        "senders": ["whatsapp:" + VALID_EXTRA["whatsapp"]["from_whatsapp"]],
+    },
+    "sendgrid": {"api_key": CANARY["sendgrid"]},
+    "telegram": {"token": CANARY["telegram"]},
+    "instagram": {
+        "access_token": CANARY["instagram"],
+        "ig_id": VALID_EXTRA["instagram"]["instagram_scoped_id"],
+    },
+    "google_calendar": {"access_token": CANARY["google_calendar"]},
+}
+
+DESTINATION = {
+    "whatsapp": "+15551234567",
+    "sendgrid": "ops@acme.test",
+    "telegram": "4242",
+    "instagram": "1234567890",
+}
+
+MODELS = (Integration, Message, MessageAttempt, Booking, AuditEvent)
+
+
+def point_providers_at(settings, url: str) -> None:
+    settings.TWILIO_API_BASE = settings.SENDGRID_API_BASE = settings.TELEGRAM_API_BASE = url
+    settings.GRAPH_API_BASE = url + "/v23.0"
+    settings.GOOGLE_CALENDAR_API_BASE = url + "/calendar/v3/"
+    settings.GOOGLE_TOKEN_URI = url + "/token"
+    settings.TEST_CONNECTION_TIMEOUT_SECONDS = 2.0
+
+
+def register_sandbox_accounts(sandbox_client) -> None:
+    sandbox_client.add_accounts([{"provider": p, **a} for p, a in SANDBOX_ACCOUNTS.items()])
+
+
+def snapshot(organization=None) -> dict[str, list[dict]]:
+    """Every row of the models a request could touch (optionally only one organization's)."""
+    out = {}
+    for model in MODELS:
+        queryset = model.objects.all()
+        if organization is not None:
+            field = "message__organization" if model is MessageAttempt else "organization"
+            queryset = queryset.filter(**{field: organization})
+        out[model.__name__] = list(queryset.order_by("pk").values())
+    return out
+
+
+def seed_org(member, tag: str) -> dict:
+    """Connect every provider, add a queued and a failed message and a booking for one org."""
+    org = member.org
+    for provider in Provider.values:
+        integration_connect(
+            organization=org,
+            provider=provider,
+            token=CANARY[provider],
+            extra=VALID_EXTRA[provider],
+            actor=member.user,
+        )
+    telegram = Integration.objects.get(organization=org, provider="telegram")
+    now = timezone.now()
+    queued = Message.objects.create(
+        organization=org,
+        integration=telegram,
+        provider="telegram",
+        to="4242",
+        body=f"queued {tag}",
+        next_attempt_at=now + timedelta(days=1),
+        enqueued_at=now,
+    )
+    failed = Message.objects.create(
+        organization=org,
+        integration=telegram,
+        provider="telegram",
+        to="4242",
+        body=f"failed {tag}",
+        status="failed",
+        attempts=3,
+        last_error="Telegram said no",
+        error_kind="permanent",
+        failed_at=now,
+    )
+    booking_id = f"booking-{tag}"
+    booking = Booking.objects.create(
+        organization=org,
+        booking_id=booking_id,
+        event_id=booking_event_id(org.pk, booking_id),
+        summary=f"Dinner {tag}",
+        start=now + timedelta(days=3),
+        end=now + timedelta(days=3, hours=2),
+        next_attempt_at=now + timedelta(days=1),
+    )
+    return {"org": org, "queued": queued, "failed": failed, "booking": booking}
+
+
+@pytest.fixture
+def world(cast, sandbox, sandbox_client, settings):
+    """acme (admin alice, member bob) and globex (admin mallory), both fully seeded."""
+    point_providers_at(settings, sandbox.url)
+    register_sandbox_accounts(sandbox_client)
+    acme = seed_org(cast["admin"], "acme")
+    globex = seed_org(cast["outsider"], "globex")
+    sandbox_client.clear_requests()
+    return {**cast, "acme": acme, "globex": globex}
