@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): comparable figures for the delivery pipeline and the API."""
