@@ -9,7 +9,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
 
 _CREDENTIALS = {190}
 _RATE_LIMITS = {4, 17, 32, 613, 80002}
@@ -39,8 +39,8 @@ class InstagramGraph(Provider):
             raise self._error(
                 "Instagram integration has no instagram_scoped_id", kind="credentials"
             )
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session = shared_session()
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     def check(self) -> str:
         """GET /me; return "Instagram account @name (id …)", or raise ProviderError."""
@@ -57,7 +57,11 @@ class InstagramGraph(Provider):
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._session.request(
-                method, f"{self.base_url}/{path}", timeout=self.timeout, **kwargs
+                method,
+                f"{self.base_url}/{path}",
+                headers=self._headers,
+                timeout=self.timeout,
+                **kwargs,
             )
         except requests.Timeout:
             error = self._timeout_error()

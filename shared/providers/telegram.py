@@ -9,7 +9,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
 
 _TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 _DEFAULT_RETRY_AFTER = 1.0
@@ -37,7 +37,7 @@ class TelegramBot(Provider):
                 "Telegram bot token is malformed (expected <bot id>:<secret>)", kind="credentials"
             )
         self.parse_mode = str(self.extra.get("parse_mode") or "")
-        self._session = requests.Session()
+        self._session = shared_session()
 
     def check(self) -> str:
         """Call getMe; return "Telegram bot @name", or raise ProviderError."""

@@ -13,7 +13,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
 
 T = TypeVar("T")
 
@@ -65,7 +65,8 @@ class TwilioWhatsApp(Provider):
         if not sender:
             raise self._error("WhatsApp integration has no from_whatsapp sender", kind="permanent")
         self.sender = whatsapp_address(sender)
-        self._http = _HttpClient(timeout=self.timeout)
+        self._http = _HttpClient(pool_connections=False, timeout=self.timeout)
+        self._http.session = shared_session()
         self._client = Client(
             self.account_sid,
             token,
