@@ -35,5 +35,16 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Benchmarks and long suites: not part of `make test`; each prints a table and writes bench/*.md.
+bench: $(STAMP)
+	$(PY) -m bench.pipeline $(BENCH_ARGS)
+
+chaos: $(STAMP)
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
+
+security: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,security]'
+	$(PY) -m bench.security $(SECURITY_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
