@@ -323,7 +323,7 @@ class Run:
             cmd += ["-H", f"{name}: {value}"]
         started = time.monotonic()
         result = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=self.env()
+            cmd, cwd=self.work, capture_output=True, text=True, timeout=600, env=self.env()
         )
         (self.work / f"st-{label}.out").write_text(result.stdout + result.stderr)
         statuses: dict[int, int] = {}
