@@ -593,7 +593,7 @@ def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) ->
         ]
     rows = list(
         Message.objects.filter(body__startswith="chaos o").values(
-            "id", "provider", "body", "status", "attempts", "retries", "sent_at",
+            "id", "provider", "body", "status", "attempts", "retries", "sent_at", "created_at",
             "error_kind", "last_error",
         )
     )  # fmt: skip
@@ -617,7 +617,7 @@ def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) ->
             if status is not None and 200 <= status < 300:
                 accepted[provider][marker] += 1
 
-    result: dict = {"providers": {}, "total": Counter(), "failures": Counter()}
+    result: dict = {"providers": {}, "total": Counter(), "failures": Counter(), "stuck": []}
     for provider in PROVIDERS:
         mine = [m for m in rows if m["provider"] == provider]
         stats = Counter(messages=len(mine))
@@ -639,6 +639,11 @@ def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) ->
             else:
                 stats["lost"] += 1
                 stats["lost_not_terminal"] += 1
+                result["stuck"].append(
+                    (provider, m["id"], status, m["attempts"], attempt_rows.get(m["id"], 0),
+                     m["error_kind"], m["last_error"][:70])
+                )  # fmt: skip
+            stats["interrupted"] += max(0, m["attempts"] - attempt_rows.get(m["id"], 0))
             if copies > 1:
                 stats["duplicates"] += copies - 1
                 stats["dup_messages"] += 1
@@ -650,11 +655,23 @@ def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) ->
             stats["attempt_rows"] += attempt_rows.get(m["id"], 0)
         stats["requests"] = len(recs[provider])
         stats["accepted_2xx"] = sum(accepted[provider].values())
-        info: dict = {"stats": stats, "dups": dup_details, "outcomes": outcomes[provider]}
+        info: dict = {
+            "stats": stats,
+            "dups": dup_details,
+            "outcomes": outcomes[provider],
+            "last_sent": last_sent,
+        }
         fault = chaos.faults.get(provider)
         if fault:
             done = stats["sent"] + stats["failed"] == stats["messages"] and not stats["lost"]
             info["recovery"] = max(0.0, last_sent - fault["end"]) if done else None
+            # the same, only for messages created before the fault ended (no later backlog)
+            before = [
+                m["sent_at"].timestamp()
+                for m in mine
+                if m["created_at"].timestamp() <= fault["end"] and m["sent_at"]
+            ]
+            info["recovery_before"] = max(0.0, max(before, default=0.0) - fault["end"])
             per_org_max = 0
             all_times = []
             for times in per_org_times[provider].values():
@@ -745,8 +762,9 @@ def report(
         "",
         "| provider | scenario | messages | sent | failed | lost | duplicates (msgs) | "
         "visible | send requests | 2xx | attempt rows | recovery after fault end | "
-        "max req/s per account during fault (limit) | all accounts | max req/s per account, whole run |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "max req/s per account during fault (limit) | all accounts | max req/s per account, whole run |"
+        " last sent |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for provider in PROVIDERS:
         info = res["providers"][provider]
@@ -759,7 +777,7 @@ def report(
                 rec = "not recovered"
                 missed.append(f"{provider}: not all messages sent by the deadline")
             else:
-                rec = f"{info['recovery']:.1f} s"
+                rec = f"{info['recovery']:.1f} s ({info['recovery_before']:.1f} s)"
                 if info["recovery"] > 120:
                     missed.append(f"{provider}: recovery {info['recovery']:.0f} s > 120 s")
             rate = f"{info['outage_max_per_account']} ({RATE_LIMIT:g}/s)"
@@ -778,22 +796,29 @@ def report(
             f"| {provider} | {scenario[provider]} | {s['messages']} | {s['sent']} | {s['failed']} | "
             f"{s['lost']} | {s['duplicates']} ({s['dup_messages']}) | {s['dup_visible']}/"
             f"{s['dup_messages']} | {s['requests']} | {s['accepted_2xx']} | {s['attempt_rows']} | "
-            f"{rec} | {rate} | {rate_all} | {info['run_max_per_account']} |"
+            f"{rec} | {rate} | {rate_all} | {info['run_max_per_account']} | "
+            f"t+{info['last_sent'] - t0_wall:.0f} s |"
         )
     t = res["total"]
     lines.append(
         f"| **total** | | {t['messages']} | {t['sent']} | {t['failed']} | {t['lost']} | "
         f"{t['duplicates']} ({t['dup_messages']}) | {t['dup_visible']}/{t['dup_messages']} | "
-        f"{t['requests']} | {t['accepted_2xx']} | {t['attempt_rows']} | | | | |"
+        f"{t['requests']} | {t['accepted_2xx']} | {t['attempt_rows']} | | | | | |"
     )
     lines += [
         "",
         f"- in-flight bound: {len(kills)} kill -9s with {bound} rows in `sending` in total at the "
         f"moments of the kills (per kill: {', '.join(str(k['in_flight']) for k in kills)}); "
         f"duplicates {t['duplicates']} {'<=' if t['duplicates'] <= bound else '>'} {bound}",
+        f"- interrupted attempts (message.attempts minus its MessageAttempt rows, summed): "
+        f"{t['interrupted']}",
         f"- lost = not terminal by the deadline ({t['lost_not_terminal']}) + `sent` without a 2xx "
         f"recorded by the sandbox ({t['lost_sent_unrecorded']}); rows missing entirely: "
         f"{res['expected'] - res['rows']}",
+        "- recovery = last `sent_at` of the provider's messages minus the fault's end (in "
+        "brackets: only messages created before the fault ended); `last sent` shows when each "
+        "provider, faulted or not, finished: when they all finish together the backlog (CPU), "
+        "not the fault, sets the recovery time",
         "- duplicate = the sandbox answered 2xx to the same marker more than once; visible = "
         "message.attempts > its MessageAttempt rows (an interrupted attempt)",
         "- req/s = most sandbox-recorded send requests (any status) in any sliding 1 s window; "
@@ -816,6 +841,18 @@ def report(
         ]
         for (provider, kind, error), n in res["failures"].most_common():
             lines.append(f"| {provider} | {kind} | {error} | {n} |")
+    if res["stuck"]:
+        lines += [
+            "",
+            "### Not terminal at the deadline",
+            "",
+            "| provider | message id | status | attempts | attempt rows | error kind | last error |",
+            "|---|---:|---|---:|---:|---|---|",
+        ]
+        for provider, mid, status, attempts, nrows, kind, error in res["stuck"][:50]:
+            lines.append(
+                f"| {provider} | {mid} | {status} | {attempts} | {nrows} | {kind} | {error} |"
+            )
     dups = [(p, d) for p in PROVIDERS for d in res["providers"][p]["dups"]]
     if dups:
         lines += [
