@@ -410,11 +410,14 @@ class Enqueuer(threading.Thread):
         self.errors: Counter = Counter()
         self.posted = 0
         self.done = threading.Event()
+        self.stop = threading.Event()
         self.failure: BaseException | None = None
 
     def post(self, org: dict, items: list[dict]) -> None:
         session = http()
         for _try in range(30):
+            if self.stop.is_set():  # shutting down: the pool threads must not outlive main()
+                return
             try:
                 r = session.post(
                     self.stack.web + "/api/messages/bulk/",
@@ -438,8 +441,8 @@ class Enqueuer(threading.Thread):
                 futures = []
                 for tick in range(self.ticks):
                     wait = start + tick * self.pace / self.ticks - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
+                    if wait > 0 and self.stop.wait(wait):
+                        break
                     for org in self.orgs:
                         mine = self.per_org[org["index"]]
                         size = -(-len(mine) // self.ticks)
@@ -908,13 +911,16 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # Explicitly, also for SIGINT: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     started = time.monotonic()
     load = os.getloadavg()
     timing = {"load_start": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"}
     events: list[tuple[float, str, str]] = []
     stack = Stack(args.quick)
     chaos = None
+    enq = None
     try:
         log(f"seed {args.seed}; load average {timing['load_start']}; logs in {LOG_DIR}")
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -997,8 +1003,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {args.output}; {'targets missed' if missed else 'all targets met'}")
         return 1 if missed else 0
     finally:
+        # a second Ctrl-C must not interrupt the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if enq is not None:
+            enq.stop.set()
         if chaos is not None:
             chaos.stopping.set()
+            chaos.join(timeout=30)  # a kill/restart in progress finishes before the cleanup
         try:
             from django.db import connections
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "chaos"
 
 _procs: list[subprocess.Popen] = []
+_lock = threading.Lock()  # spawn vs stop_all: no child may start once the cleanup has begun
+_closing = threading.Event()
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
@@ -22,8 +25,11 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], **kwargs) -> subproces
     if "stdout" not in kwargs:
         kwargs["stdout"] = (LOG_DIR / f"{name}.log").open("ab")
         kwargs["stderr"] = subprocess.STDOUT
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **kwargs)
-    _procs.append(proc)
+    with _lock:
+        if _closing.is_set():
+            raise RuntimeError(f"not starting {name}: shutting down")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **kwargs)
+        _procs.append(proc)
     return proc
 
 
@@ -67,7 +73,9 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 def stop_all() -> None:
     """Stop every child still registered: TERM all first, then wait, then KILL stragglers."""
-    live = list(_procs)
+    with _lock:
+        _closing.set()
+        live = list(_procs)
     for proc in live:
         if proc.poll() is None:
             _signal_group(proc, signal.SIGTERM)
@@ -83,7 +91,8 @@ def stop_all() -> None:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-    _procs.clear()
+    with _lock:
+        _procs.clear()
 
 
 def live_pids() -> list[int]:
