@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError
@@ -43,6 +43,10 @@ BODY_LIMITS = {
     Provider.INSTAGRAM: 999,
 }
 MAX_KEY_LENGTH = 128
+# A task may run this much before its due time (clock skew between hosts) ...
+EARLY_TOLERANCE = timedelta(seconds=0.05)
+# ... and may use its booked rate-limit slot at most this late before booking a new one.
+SLOT_TOLERANCE = timedelta(seconds=0.25)
 
 
 # --- creation --------------------------------------------------------------------------------
@@ -337,10 +341,15 @@ def backoff_seconds(retries: int) -> float:
     return min(settings.DELIVERY_BACKOFF_MAX_SECONDS, base) * random.uniform(0.5, 1.5)
 
 
-def _schedule(message_id: int, delay: float, now: datetime, **fields: Any) -> DeliveryOutcome:
-    """Put a message back to queued, due in `delay` s; long delays wait in the DB for the sweeper."""
+def _schedule(
+    message_id: int, delay: float, now: datetime, *, expect: str, **fields: Any
+) -> DeliveryOutcome:
+    """Put a message back to queued, due in `delay` s; long delays wait in the DB for the sweeper.
+
+    `expect` is the status the row must still have, so a late outcome never overwrites a newer one.
+    """
     in_broker = delay <= settings.MAX_COUNTDOWN_SECONDS
-    Message.objects.filter(pk=message_id).update(
+    updated = Message.objects.filter(pk=message_id, status=expect).update(
         status=MessageStatus.QUEUED,
         next_attempt_at=now + timedelta(seconds=delay),
         enqueued_at=now if in_broker else None,
@@ -348,6 +357,8 @@ def _schedule(message_id: int, delay: float, now: datetime, **fields: Any) -> De
         updated_at=now,
         **fields,
     )
+    if not updated:
+        return DeliveryOutcome("skipped", reason=f"no longer {expect}")
     return DeliveryOutcome("deferred", delay=delay if in_broker else None)
 
 
@@ -363,7 +374,7 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
     if message is None or message.status != MessageStatus.QUEUED:
         return DeliveryOutcome("skipped", reason="not queued")
     now = timezone.now()
-    if message.next_attempt_at and message.next_attempt_at > now + timedelta(seconds=0.5):
+    if message.next_attempt_at and message.next_attempt_at > now + EARLY_TOLERANCE:
         return DeliveryOutcome("skipped", reason="not due")
     integration = message.integration
     if not integration.is_active or not integration.token_encrypted:
@@ -376,7 +387,10 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
             "credentials",
         )
 
-    if message.rate_slot_at is None:
+    # A booked slot is used only on time: a task that runs late (a backlog) books a new one, so
+    # late tasks cannot burst above the limit together.
+    slot = message.rate_slot_at
+    if slot is None or now - slot > SLOT_TOLERANCE:
         delay = limiter.reserve(
             message_limits(message, integration), max_wait=settings.MAX_COUNTDOWN_SECONDS
         )
@@ -384,7 +398,7 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
             metrics.rate_limit_deferred(message.provider, "our_limit")
             booked = delay <= settings.MAX_COUNTDOWN_SECONDS
             slot = now + timedelta(seconds=delay) if booked else None
-            return _schedule(message.pk, delay, now, rate_slot_at=slot)
+            return _schedule(message.pk, delay, now, expect=MessageStatus.QUEUED, rate_slot_at=slot)
 
     claimed = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
         status=MessageStatus.SENDING,
@@ -412,6 +426,14 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
         error: ProviderError | None = exc
     except TokenDecryptionError as exc:
         error = ProviderError(str(exc), kind="credentials", provider=message.provider)
+    except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
+        logger.exception("Unexpected error delivering message %s", message.pk)
+        error = ProviderError(
+            f"Internal error while sending ({type(exc).__name__}); retry the message once fixed",
+            kind="permanent",
+            provider=message.provider,
+            code="internal",
+        )
     else:
         error = None
     elapsed = time.monotonic() - started
@@ -443,19 +465,20 @@ def _record_sent(
     message: Message, number: int, started: datetime, elapsed: float, provider_id: str, metrics: Any
 ) -> DeliveryOutcome:
     now = timezone.now()
-    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-        status=MessageStatus.SENT,
-        provider_message_id=provider_id[:128],
-        sent_at=now,
-        lease_expires_at=None,
-        last_error="",
-        error_kind="",
-        error_code="",
-        updated_at=now,
-    )
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+            status=MessageStatus.SENT,
+            provider_message_id=provider_id[:128],
+            sent_at=now,
+            lease_expires_at=None,
+            last_error="",
+            error_kind="",
+            error_code="",
+            updated_at=now,
+        )
+        _attempt(message, number, started, elapsed, "sent")
     if not updated:
         logger.warning("Message %s was sent but its lease had been taken over.", message.pk)
-    _attempt(message, number, started, elapsed, "sent")
     metrics.send_finished(message.provider, "sent", elapsed)
     return DeliveryOutcome("sent")
 
@@ -474,29 +497,36 @@ def _record_error(
         "error_kind": error.kind,
         "error_code": (error.code or "")[:64],
     }
+    sending = MessageStatus.SENDING
     if error.rate_limited:
-        _attempt(message, number, started, elapsed, "rate_limited", error)
         metrics.send_finished(message.provider, "rate_limited", elapsed)
         metrics.rate_limit_deferred(message.provider, "provider_429")
         wait = (error.retry_after or 1.0) * random.uniform(1.0, 1.1)
-        return _schedule(message.pk, wait, now, **details)
+        with transaction.atomic():
+            _attempt(message, number, started, elapsed, "rate_limited", error)
+            return _schedule(message.pk, wait, now, expect=sending, **details)
     if error.kind == "transient" and message.retries + 1 < settings.DELIVERY_MAX_RETRIES:
-        _attempt(message, number, started, elapsed, "retry", error)
         metrics.send_finished(message.provider, "retried", elapsed)
         metrics.retry_scheduled(message.provider, "transient")
-        return _schedule(
-            message.pk,
-            backoff_seconds(message.retries + 1),
-            now,
-            retries=F("retries") + 1,
+        delay = backoff_seconds(message.retries + 1)
+        with transaction.atomic():
+            _attempt(message, number, started, elapsed, "retry", error)
+            return _schedule(
+                message.pk, delay, now, expect=sending, retries=F("retries") + 1, **details
+            )
+    outcome = "credentials_rejected" if error.credentials_rejected else "failed"
+    metrics.send_finished(message.provider, outcome, elapsed)
+    with transaction.atomic():
+        _attempt(message, number, started, elapsed, outcome, error)
+        failed = Message.objects.filter(pk=message.pk, status=sending).update(
+            status=MessageStatus.FAILED,
+            failed_at=now,
+            lease_expires_at=None,
+            updated_at=now,
             **details,
         )
-    outcome = "credentials_rejected" if error.credentials_rejected else "failed"
-    _attempt(message, number, started, elapsed, outcome, error)
-    metrics.send_finished(message.provider, outcome, elapsed)
-    Message.objects.filter(pk=message.pk).update(
-        status=MessageStatus.FAILED, failed_at=now, lease_expires_at=None, updated_at=now, **details
-    )
+    if not failed:
+        return DeliveryOutcome("skipped", reason="lease taken over")
     if error.credentials_rejected:
         _mark_credentials_rejected(message.integration, error, now)
     _audit_failed(message, error)
@@ -553,6 +583,7 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
 
     A row in `sending` past its lease was interrupted mid-attempt (a worker killed): it goes
     back to `queued` and the gap in its attempt numbers shows that it may have been sent twice.
+    A row interrupted DELIVERY_MAX_INTERRUPTIONS times (a poison message) fails instead.
     """
     now = timezone.now()
     grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
@@ -561,12 +592,39 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
     )
     expired = Q(status=MessageStatus.SENDING, lease_expires_at__lt=now)
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Message.objects.select_for_update(skip_locked=True)
             .filter(due | expired)
             .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "status", "attempts")[:limit]
         )
+        recorded: dict[int, int] = {}
+        interrupted = [pk for pk, status, _ in rows if status == MessageStatus.SENDING]
+        if interrupted:
+            recorded = dict(
+                MessageAttempt.objects.filter(message_id__in=interrupted)
+                .values("message_id")
+                .annotate(n=Count("id"))
+                .values_list("message_id", "n")
+            )
+        poisoned = [
+            pk
+            for pk, status, attempts in rows
+            if status == MessageStatus.SENDING
+            and attempts - recorded.get(pk, 0) >= settings.DELIVERY_MAX_INTERRUPTIONS
+        ]
+        ids = [pk for pk, _, _ in rows if pk not in set(poisoned)]
+        if poisoned:
+            text = f"Interrupted {settings.DELIVERY_MAX_INTERRUPTIONS} times mid-send; not retried"
+            Message.objects.filter(pk__in=poisoned).update(
+                status=MessageStatus.FAILED,
+                failed_at=now,
+                lease_expires_at=None,
+                last_error=text,
+                error_kind="permanent",
+                error_code="interrupted",
+                updated_at=now,
+            )
         if ids:
             Message.objects.filter(pk__in=ids).update(
                 status=MessageStatus.QUEUED,
@@ -574,6 +632,11 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
                 lease_expires_at=None,
                 rate_slot_at=None,
             )
+    for message in Message.objects.filter(pk__in=poisoned).select_related("organization"):
+        _audit_failed(
+            message,
+            ProviderError(message.last_error, kind="permanent", provider=message.provider),
+        )
     if ids and not publish(DELIVER_MESSAGE, ids):
         _unpublish(ids)
     return ids
