@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -96,6 +97,31 @@ class OutboundMessage:
 _local = threading.local()
 
 
+class _Session(requests.Session):
+    """A requests.Session that reads proxy/CA settings from the environment once per host.
+
+    requests re-scans os.environ (HTTP(S)_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) on every request;
+    the environment does not change while a worker runs, so the answer is cached per scheme+host.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        cached = self._environment.get(key)
+        if cached is None:
+            cached = super().merge_environment_settings(url, {}, None, None, None)
+            self._environment[key] = cached
+        return {**cached, "proxies": dict(cached["proxies"])}
+
+
 def shared_session() -> requests.Session:
     """This thread's keep-alive HTTP session, reused by every adapter built on the thread.
 
@@ -104,7 +130,7 @@ def shared_session() -> requests.Session:
     """
     session = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
+        session = _Session()
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         _local.session = session
     return session

@@ -368,9 +368,7 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
     The row is claimed with a conditional update (queued → sending), so two deliveries of the
     same task cannot both call the provider. Returns what the task should do next.
     """
-    message = (
-        Message.objects.select_related("integration", "organization").filter(pk=message_id).first()
-    )
+    message = Message.objects.select_related("integration").filter(pk=message_id).first()
     if message is None or message.status != MessageStatus.QUEUED:
         return DeliveryOutcome("skipped", reason="not queued")
     now = timezone.now()
