@@ -187,7 +187,13 @@ CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 64)
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Celery's Django fixup closes the DB connection around every task unless this is set, which
+# costs a Postgres connect per task; workers instead recycle connections the way Django does
+# (CONN_MAX_AGE, errors) in workers/tasks.py.
+CELERY_DB_REUSE_MAX = 1_000_000
+# Flower builds its task view from the worker events; a "sent" event per publish would double
+# the cost of every publish (the bulk fan-out publishes thousands).
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)

@@ -8,8 +8,9 @@ from functools import lru_cache
 
 import redis
 from celery import shared_task
-from celery.signals import heartbeat_sent, worker_ready
+from celery.signals import heartbeat_sent, task_prerun, worker_ready
 from django.conf import settings
+from django.db import close_old_connections
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -92,6 +93,12 @@ def sweep_outbox() -> dict[str, int]:
             "Sweeper re-enqueued %(messages)d message(s) and %(bookings)d booking(s).", swept
         )
     return swept
+
+
+@task_prerun.connect
+def _recycle_db_connection(**kwargs: object) -> None:
+    """Close this thread's DB connection only when it is too old or broke (CONN_MAX_AGE)."""
+    close_old_connections()
 
 
 _hostname = {"name": socket.gethostname()}
