@@ -213,19 +213,19 @@ def message_create_bulk(
         raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
 
     keys = [row["idempotency_key"] for row in cleaned if row["idempotency_key"] is not None]
-    replayed = set(
-        Message.objects.filter(organization=organization, idempotency_key__in=keys).values_list(
-            "idempotency_key", flat=True
-        )
-        if keys
-        else ()
-    )
-    integrations = _active_integrations(
-        organization, {row["provider"] for row in cleaned if row["idempotency_key"] not in replayed}
-    )
     for _ in range(2):  # a concurrent request may insert the same key between read and write
+        existing = (
+            {
+                m.idempotency_key: m
+                for m in Message.objects.filter(organization=organization, idempotency_key__in=keys)
+            }
+            if keys
+            else {}
+        )
+        new_providers = {r["provider"] for r in cleaned if r["idempotency_key"] not in existing}
+        integrations = _active_integrations(organization, new_providers)
         try:
-            return _insert(organization, cleaned, integrations)
+            return _insert(organization, cleaned, integrations, existing)
         except IntegrityError:
             continue
     raise Conflict("The idempotency key is being used by a concurrent request; try again.")
@@ -233,17 +233,11 @@ def message_create_bulk(
 
 @transaction.atomic
 def _insert(
-    organization: Organization, cleaned: list[dict[str, Any]], integrations: dict[str, Integration]
+    organization: Organization,
+    cleaned: list[dict[str, Any]],
+    integrations: dict[str, Integration],
+    existing: dict[str, Message],
 ) -> list[tuple[Message, bool]]:
-    keys = [row["idempotency_key"] for row in cleaned if row["idempotency_key"] is not None]
-    existing = (
-        {
-            m.idempotency_key: m
-            for m in Message.objects.filter(organization=organization, idempotency_key__in=keys)
-        }
-        if keys
-        else {}
-    )
     now = timezone.now()
     new = [
         Message(
