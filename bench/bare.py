@@ -1,7 +1,9 @@
 """A bare Celery app: one task that only POSTs a Telegram sendMessage to the sandbox.
 
-Same broker, JSON serialization, acks_late and reject-on-worker-lost as corbi; pool,
-concurrency and prefetch come from the same CLI flags. Configured from the environment:
+Same worker configuration as corbi apart from the task body: broker, JSON serialization,
+acks_late, reject-on-worker-lost, task events on (worker_send_task_events) and no task-sent
+event (task_send_sent_event=False); pool, concurrency and prefetch come from the same CLI
+flags. Configured from the environment:
 REDIS_URL, PROVIDER_SANDBOX_URL, BENCH_TELEGRAM_TOKEN.
 """
 
@@ -29,6 +31,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_default_queue=BARE_QUEUE,
+    # The same worker events as corbi's settings: task events on, no task-sent event.
+    worker_send_task_events=True,
+    task_send_sent_event=False,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
