@@ -233,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and a TERM from a process manager, stop every child (they run in their own sessions).
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     VAR.mkdir(exist_ok=True)
     ensure_env_file()
     env = {

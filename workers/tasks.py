@@ -113,4 +113,5 @@ def _ready(sender: object = None, **kwargs: object) -> None:
 @heartbeat_sent.connect
 def _heartbeat(sender: object = None, **kwargs: object) -> None:
     """Record that this worker is alive (for /health/)."""
-    metrics().worker_heartbeat(_hostname["name"])
+    eventer = getattr(sender, "eventer", None)
+    metrics().worker_heartbeat(str(getattr(eventer, "hostname", None) or _hostname["name"]))
