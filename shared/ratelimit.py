@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 # Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
 # stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
 # TAT <= now, and an event at time t conforms when t >= TAT - (burst - 1) * interval.
-# ARGV: mode ("acquire" | "reserve"), max_wait_us, then interval_us and tolerance_us per key.
+# ARGV: mode ("acquire" | "reserve" | "pause"), max_wait_us (for "pause": the pause), then
+# interval_us and tolerance_us per key.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -32,6 +33,14 @@ for i, key in ipairs(KEYS) do
   tats[i] = tat
   local conforms_at = tat - tonumber(ARGV[2 + 2 * i])
   if conforms_at > slot then slot = conforms_at end
+end
+if ARGV[1] == 'pause' then
+  local resume = now + tonumber(ARGV[2])
+  for i, key in ipairs(KEYS) do
+    local tat = math.max(tats[i], resume + tonumber(ARGV[2 + 2 * i]))
+    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  end
+  return 0
 end
 local delay = slot - now
 if delay > 0 and (ARGV[1] ~= 'reserve' or delay > tonumber(ARGV[2])) then
@@ -71,6 +80,13 @@ class RateLimiter:
         (0.0 if the slot is now). A result above `max_wait` means nothing was booked: retry later.
         Raises redis.RedisError if Redis is unreachable."""
         return self._run("reserve", limits, max_wait=max_wait)
+
+    def pause(self, limits: Sequence[Limit], seconds: float) -> None:
+        """Allow no event on any of `limits` for `seconds` (the provider said wait): every other
+        sender of the same account then books its slot after the pause instead of being refused.
+        Raises redis.RedisError if Redis is unreachable."""
+        if seconds > 0:
+            self._run("pause", limits, max_wait=seconds)
 
     def _run(self, mode: str, limits: Sequence[Limit], *, max_wait: float) -> float:
         active = [limit for limit in limits if limit.rate is not None and limit.rate > 0]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
@@ -431,7 +432,7 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
     elapsed = time.monotonic() - started
     if error is None:
         return _record_sent(message, number, now, elapsed, provider_id, metrics)
-    return _record_error(message, number, now, elapsed, error, metrics)
+    return _record_error(message, number, now, elapsed, error, metrics, limiter=limiter)
 
 
 def _attempt(
@@ -482,6 +483,8 @@ def _record_error(
     elapsed: float,
     error: ProviderError,
     metrics: Any,
+    *,
+    limiter: Any = None,
 ) -> DeliveryOutcome:
     now = timezone.now()
     details = {
@@ -493,7 +496,16 @@ def _record_error(
     if error.rate_limited:
         metrics.send_finished(message.provider, "rate_limited", elapsed)
         metrics.rate_limit_deferred(message.provider, "provider_429")
-        wait = (error.retry_after or 1.0) * random.uniform(1.0, 1.1)
+        wait = error.retry_after or 1.0
+        if limiter is not None:
+            # The whole account waits, not only this message: no other send hits it early.
+            try:
+                limiter.pause(message_limits(message, message.integration), wait)
+            except redis.RedisError as exc:
+                logger.warning(
+                    "Could not pause %s sends (%s).", message.provider, type(exc).__name__
+                )
+        wait *= random.uniform(1.0, 1.1)
         with transaction.atomic():
             _attempt(message, number, started, elapsed, "rate_limited", error)
             return _schedule(message.pk, wait, now, expect=sending, **details)

@@ -157,3 +157,16 @@ def test_the_sweeper_requeues_an_interrupted_send_and_fails_a_poison_message(org
     assert once.status == MessageStatus.QUEUED and once.lease_expires_at is None
     assert poison.status == MessageStatus.FAILED and poison.error_code == "interrupted"
     assert org.audit_events.filter(action="message.failed").count() == 1
+
+
+def test_a_provider_429_pauses_the_account_for_every_other_message(org, tools, sandbox_client):
+    limiter, metrics = tools
+    sandbox_client.fault("telegram", status=429, retry_after=3, count=1)
+    first, second = queued(org, to="5001"), queued(org, to="5002")
+
+    told = message_deliver(message_id=first.pk, limiter=limiter, metrics=metrics)
+    other = message_deliver(message_id=second.pk, limiter=limiter, metrics=metrics)
+
+    assert told.status == "deferred" and told.delay >= 3
+    assert other.status == "deferred" and other.delay == pytest.approx(3, abs=0.3)
+    assert len(sends(sandbox_client)) == 1, "the second message did not hit the throttled account"

@@ -177,3 +177,23 @@ def test_consumers_acting_at_their_slots_achieve_the_configured_rate(limiter, ra
     for i, t in enumerate(times):
         in_window = sum(1 for u in times[i:] if u < t + window)
         assert in_window <= burst + 10
+
+
+def test_a_pause_holds_every_key_until_it_ends(limiter):
+    account, chat = Limit("acct", 100.0), Limit("chat", 100.0, burst=5)
+
+    limiter.pause([account, chat], 2.0)
+
+    assert limiter.acquire([account]) == pytest.approx(2.0, abs=0.05)
+    assert limiter.acquire([chat]) == pytest.approx(2.0, abs=0.05)
+    assert limiter.reserve([account, chat]) == pytest.approx(2.0, abs=0.05)
+    assert limiter.reserve([account]) == pytest.approx(2.01, abs=0.05)
+
+
+def test_a_pause_never_shortens_a_longer_wait(limiter):
+    slow = Limit("slow", 0.1)
+    limiter.reserve([slow])  # next slot in 10 s
+
+    limiter.pause([slow], 1.0)
+
+    assert limiter.acquire([slow]) == pytest.approx(10.0, abs=0.05)
