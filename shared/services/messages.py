@@ -47,7 +47,7 @@ MAX_KEY_LENGTH = 128
 # A task may run this much before its due time (clock skew between hosts) ...
 EARLY_TOLERANCE = timedelta(seconds=0.05)
 # ... and may use its booked rate-limit slot at most this late before booking a new one.
-SLOT_TOLERANCE = timedelta(seconds=0.25)
+SLOT_TOLERANCE = timedelta(seconds=0.1)
 
 
 # --- creation --------------------------------------------------------------------------------
