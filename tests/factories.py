@@ -27,6 +27,23 @@ VALID_EXTRA = {
 }
 
 
+# Sandbox accounts that accept the canary tokens with VALID_EXTRA (register with add_account).
+SANDBOX_ACCOUNTS = {
+    "whatsapp": {
+        "account_sid": VALID_EXTRA["whatsapp"]["account_sid"],
+        "auth_token": CANARY["whatsapp"],
+        "senders": ["whatsapp:" + VALID_EXTRA["whatsapp"]["from_whatsapp"]],
+    },
+    "sendgrid": {"api_key": CANARY["sendgrid"]},
+    "telegram": {"token": CANARY["telegram"]},
+    "instagram": {
+        "access_token": CANARY["instagram"],
+        "ig_id": VALID_EXTRA["instagram"]["instagram_scoped_id"],
+    },
+    "google_calendar": {"access_token": CANARY["google_calendar"]},
+}
+
+
 def fragments(secret: str, size: int = 8) -> list[str]:
     """Every `size`-character window of `secret` (for leak greps)."""
     return [secret[i : i + size] for i in range(len(secret) - size + 1)]

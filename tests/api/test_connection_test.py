@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shared.models import AuditEvent, Integration, Provider
-from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
+from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA, assert_no_canary
 
 pytestmark = pytest.mark.django_db
 
@@ -17,21 +17,6 @@ PROVIDERS = list(Provider.values)
 SENDING = ["whatsapp", "sendgrid", "telegram"]
 BUDGET_SECONDS = 1.0
 
-# The sandbox accounts that accept the canary tokens (and the connected extra).
-SANDBOX_ACCOUNTS = {
-    "whatsapp": {
-        "account_sid": VALID_EXTRA["whatsapp"]["account_sid"],
-        "auth_token": CANARY["whatsapp"],
-        "senders": ["whatsapp:" + VALID_EXTRA["whatsapp"]["from_whatsapp"]],
-    },
-    "sendgrid": {"api_key": CANARY["sendgrid"]},
-    "telegram": {"token": CANARY["telegram"]},
-    "instagram": {
-        "access_token": CANARY["instagram"],
-        "ig_id": VALID_EXTRA["instagram"]["instagram_scoped_id"],
-    },
-    "google_calendar": {"access_token": CANARY["google_calendar"]},
-}
 
 # What each probe reports about the sandbox's default account.
 PROBE_SAYS = {

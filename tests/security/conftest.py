@@ -10,23 +10,7 @@ from django.utils import timezone
 from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt, Provider
 from shared.services.bookings import booking_event_id
 from shared.services.integrations import integration_connect
-from tests.factories import CANARY, VALID_EXTRA
-
-# Sandbox accounts that accept the canary tokens with the VALID_EXTRA of tests.factories.
-SANDBOX_ACCOUNTS = {
-    "whatsapp": {
-        "account_sid": VALID_EXTRA["whatsapp"]["account_sid"],
-        "auth_token": CANARY["whatsapp"],
-        "senders": ["whatsapp:" + VALID_EXTRA["whatsapp"]["from_whatsapp"]],
-    },
-    "sendgrid": {"api_key": CANARY["sendgrid"]},
-    "telegram": {"token": CANARY["telegram"]},
-    "instagram": {
-        "access_token": CANARY["instagram"],
-        "ig_id": VALID_EXTRA["instagram"]["instagram_scoped_id"],
-    },
-    "google_calendar": {"access_token": CANARY["google_calendar"]},
-}
+from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA
 
 DESTINATION = {
     "whatsapp": "+15551234567",

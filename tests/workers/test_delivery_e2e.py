@@ -14,7 +14,7 @@ from shared.models import Booking, Integration, Message, MessageStatus
 from shared.services.bookings import booking_upsert
 from shared.services.integrations import integration_connect
 from shared.services.messages import send_message
-from tests.factories import CANARY, VALID_EXTRA, assert_no_canary, make_member
+from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA, assert_no_canary, make_member
 from tests.workers.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -24,25 +24,6 @@ DESTINATIONS = {
     "sendgrid": "someone@example.test",
     "telegram": "4242",
     "instagram": "1234567890",
-}
-SANDBOX_ACCOUNTS = {
-    "whatsapp": {
-        "account_sid": VALID_EXTRA["whatsapp"]["account_sid"],
-        "auth_token": CANARY["whatsapp"],
-        "senders": ["whatsapp:+14155238886"],
-    },
-    "sendgrid": {
-        "api_key": CANARY["sendgrid"],
-        "verified_senders": ["noreply@acme.test"],
-        "scopes": ["mail.send"],
-    },
-    "telegram": {"token": CANARY["telegram"], "bot_username": "corbi_e2e_bot"},
-    "instagram": {
-        "access_token": CANARY["instagram"],
-        "ig_id": VALID_EXTRA["instagram"]["instagram_scoped_id"],
-        "username": "acme",
-    },
-    "google_calendar": {"access_token": CANARY["google_calendar"], "calendars": ["primary"]},
 }
 
 
