@@ -176,6 +176,10 @@ class Provider:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.options = options
+        self._configure()
+
+    def _configure(self) -> None:
+        """Read the adapter's own `extra` fields and build its client; raise ProviderError."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"

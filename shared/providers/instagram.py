@@ -24,23 +24,14 @@ class InstagramGraph(Provider):
     label = "Instagram"
     vendor = "Instagram"
 
-    def __init__(
-        self,
-        *,
-        token: str,
-        extra: Mapping[str, Any],
-        base_url: str,
-        timeout: float = 10.0,
-        **options: Any,
-    ) -> None:
-        super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
+    def _configure(self) -> None:
         self.account_id = str(self.extra.get("instagram_scoped_id") or "")
         if not self.account_id:
             raise self._error(
                 "Instagram integration has no instagram_scoped_id", kind="credentials"
             )
         self._session = shared_session()
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._headers = {"Authorization": f"Bearer {self._token}"}
 
     def check(self) -> str:
         """GET /me; return "Instagram account @name (id …)", or raise ProviderError."""

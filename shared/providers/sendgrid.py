@@ -27,21 +27,12 @@ class SendGridEmail(Provider):
     label = "SendGrid"
     vendor = "SendGrid"
 
-    def __init__(
-        self,
-        *,
-        token: str,
-        extra: Mapping[str, Any],
-        base_url: str,
-        timeout: float = 10.0,
-        **options: Any,
-    ) -> None:
-        super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
+    def _configure(self) -> None:
         self.from_email = str(self.extra.get("from_email") or "")
         self.from_name = str(self.extra.get("from_name") or "")
         if not self.from_email:
             raise self._error("SendGrid integration has no from_email", kind="permanent")
-        self._sg = SendGridAPIClient(api_key=token, host=self.base_url)
+        self._sg = SendGridAPIClient(api_key=self._token, host=self.base_url)
         # The SDK builds its python-http-client once; child clients inherit this timeout.
         self._sg.client.timeout = self.timeout
 

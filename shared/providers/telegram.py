@@ -22,17 +22,8 @@ class TelegramBot(Provider):
     label = "Telegram"
     vendor = "Telegram"
 
-    def __init__(
-        self,
-        *,
-        token: str,
-        extra: Mapping[str, Any],
-        base_url: str,
-        timeout: float = 10.0,
-        **options: Any,
-    ) -> None:
-        super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
-        if not _TOKEN.fullmatch(token):
+    def _configure(self) -> None:
+        if not _TOKEN.fullmatch(self._token):
             raise self._error(
                 "Telegram bot token is malformed (expected <bot id>:<secret>)", kind="credentials"
             )

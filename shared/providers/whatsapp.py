@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
@@ -46,16 +46,7 @@ class TwilioWhatsApp(Provider):
     label = "WhatsApp (Twilio)"
     vendor = "Twilio"
 
-    def __init__(
-        self,
-        *,
-        token: str,
-        extra: Mapping[str, Any],
-        base_url: str,
-        timeout: float = 10.0,
-        **options: Any,
-    ) -> None:
-        super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
+    def _configure(self) -> None:
         self.account_sid = str(self.extra.get("account_sid") or "")
         if not _ACCOUNT_SID.fullmatch(self.account_sid):
             raise self._error(
@@ -69,7 +60,7 @@ class TwilioWhatsApp(Provider):
         self._http.session = shared_session()
         self._client = Client(
             self.account_sid,
-            token,
+            self._token,
             account_sid=self.account_sid,
             http_client=self._http,
             environment=_NO_ENVIRONMENT,
