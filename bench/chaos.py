@@ -20,7 +20,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -35,7 +34,8 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 
-from bench.chaos_procs import LOG_DIR, ROOT, kill9, live_pids, spawn, stop_all, wait_for
+from bench.chaos_procs import LOG_DIR, ROOT, kill9, live_pids, spawn, stop_all
+from bench.common import free_port, wait_for
 
 DB_NAME = "corbi_chaos"
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -65,12 +65,6 @@ SETTINGS_ENV = {
 
 def log(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http() -> requests.Session:

@@ -33,6 +33,7 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 
+from bench.common import free_port, wait_for
 from bench.procstats import CpuSnapshot, PeakRss
 from sandbox.testing import SandboxProcess
 
@@ -83,17 +84,6 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def stop_all() -> None:
     for proc in list(_procs):
         stop(proc, timeout=10)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def worker_cmd(app: str, pool: str, concurrency: int, prefetch: int, hostname: str) -> list[str]:
@@ -930,14 +920,6 @@ def bench_org(ctx: Ctx) -> None:
         token=TELEGRAM_TOKEN,
         extra={"rate_limit_per_second": 10000},
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
