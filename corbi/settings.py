@@ -224,6 +224,17 @@ DELIVERY_MAX_RETRIES = env_int("DELIVERY_MAX_RETRIES", 8)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 600.0)
 DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 60)
+if DELIVERY_LEASE_SECONDS <= PROVIDER_TIMEOUT_SECONDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    # A claimed message starts its provider call only while a whole call still fits its lease.
+    raise ImproperlyConfigured("DELIVERY_LEASE_SECONDS must exceed PROVIDER_TIMEOUT_SECONDS.")
+# A delivery task takes up to DELIVERY_BATCH_SIZE message ids: one query loads them, one claims
+# them, one Redis round trip books their rate-limit slots and one transaction records the sends,
+# and the sends themselves run concurrently on DELIVERY_SEND_THREADS threads per worker process
+# (0: the worker's --concurrency). Chosen by bench/pipeline.py (see bench/RESULTS.md).
+DELIVERY_BATCH_SIZE = env_int("DELIVERY_BATCH_SIZE", 25)
+DELIVERY_SEND_THREADS = env_int("DELIVERY_SEND_THREADS", 0)
 # A message whose attempts keep dying mid-send (a poison message) fails after this many.
 DELIVERY_MAX_INTERRUPTIONS = env_int("DELIVERY_MAX_INTERRUPTIONS", 3)
 SWEEPER_INTERVAL_SECONDS = env_float("SWEEPER_INTERVAL_SECONDS", 15.0)

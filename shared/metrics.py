@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import redis
@@ -99,14 +100,30 @@ class Metrics:
 
     def send_finished(self, provider: str, outcome: str, seconds: float) -> None:
         """Count one finished delivery (corbi_sends_total) and observe its provider latency."""
-        provider = _label(provider)
-        seconds = seconds if math.isfinite(seconds) and seconds > 0 else 0.0
-        le = LATENCY_BUCKETS[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
+        self.sends_finished([(provider, outcome, seconds)])
+
+    def sends_finished(self, sends: Iterable[tuple[str, str, float]]) -> None:
+        """`send_finished` for many (provider, outcome, seconds) in one round trip."""
+        sends_total: Counter[str] = Counter()
+        buckets: Counter[str] = Counter()
+        sums: dict[str, float] = {}
+        for provider, outcome, seconds in sends:
+            provider = _label(provider)
+            seconds = seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+            le = LATENCY_BUCKETS[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
+            sends_total[f"{provider}|{_label(outcome)}"] += 1
+            buckets[f"{provider}|{floatToGoString(le)}"] += 1
+            sums[f"{provider}|sum"] = sums.get(f"{provider}|sum", 0.0) + seconds
+        if not sends_total:
+            return
         latency = self._prefix + LATENCY
         pipe = self._redis.pipeline()
-        pipe.hincrby(self._prefix + "sends_total", f"{provider}|{_label(outcome)}", 1)
-        pipe.hincrby(latency, f"{provider}|{floatToGoString(le)}", 1)
-        pipe.hincrbyfloat(latency, f"{provider}|sum", seconds)
+        for field, count in sends_total.items():
+            pipe.hincrby(self._prefix + "sends_total", field, count)
+        for field, count in buckets.items():
+            pipe.hincrby(latency, field, count)
+        for field, total in sums.items():
+            pipe.hincrbyfloat(latency, field, total)
         self._record(pipe.execute)
 
     def retry_scheduled(self, provider: str, reason: str) -> None:

@@ -68,6 +68,7 @@ class RateLimiter:
 
     def __init__(self, redis_client: redis.Redis, *, prefix: str = "corbi:rl:") -> None:
         self._prefix = prefix
+        self._redis = redis_client
         self._script = redis_client.register_script(_GCRA)
 
     def acquire(self, limits: Sequence[Limit]) -> float:
@@ -81,6 +82,23 @@ class RateLimiter:
         Raises redis.RedisError if Redis is unreachable."""
         return self._run("reserve", limits, max_wait=max_wait)
 
+    def reserve_many(
+        self, requests: Sequence[Sequence[Limit]], *, max_wait: float = 300.0
+    ) -> list[float]:
+        """`reserve` for several events in one round trip, booked in order (a batch of sends).
+
+        Each element of the result is what `reserve` would have returned for that event.
+        Raises redis.RedisError if Redis is unreachable."""
+        calls = [self._args("reserve", limits, max_wait=max_wait) for limits in requests]
+        pending = [call for call in calls if call is not None]
+        if not pending:
+            return [0.0] * len(calls)
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, args in pending:
+            self._script(keys=keys, args=args, client=pipe)
+        answers = iter(pipe.execute())
+        return [0.0 if call is None else int(next(answers)) / 1_000_000 for call in calls]
+
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds` (the provider said wait): every other
         sender of the same account then books its slot after the pause instead of being refused.
@@ -89,9 +107,19 @@ class RateLimiter:
             self._run("pause", limits, max_wait=seconds)
 
     def _run(self, mode: str, limits: Sequence[Limit], *, max_wait: float) -> float:
+        call = self._args(mode, limits, max_wait=max_wait)
+        if call is None:
+            return 0.0
+        keys, args = call
+        return int(self._script(keys=keys, args=args)) / 1_000_000
+
+    def _args(
+        self, mode: str, limits: Sequence[Limit], *, max_wait: float
+    ) -> tuple[list[str], list[object]] | None:
+        """The script's KEYS and ARGV for one call, or None when no limit is active."""
         active = [limit for limit in limits if limit.rate is not None and limit.rate > 0]
         if not active:
-            return 0.0
+            return None
         keys = [self._prefix + limit.key for limit in active]
         if len(set(keys)) != len(keys):
             raise ValueError("each key may appear only once per call")
@@ -101,4 +129,4 @@ class RateLimiter:
                 raise ValueError(f"burst must be >= 1, got {limit.burst}")
             interval = max(1, round(1_000_000 / limit.rate))
             args += [interval, (limit.burst - 1) * interval]
-        return int(self._script(keys=keys, args=args)) / 1_000_000
+        return keys, args

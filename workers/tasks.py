@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import shared_task
-from celery.signals import heartbeat_sent, task_prerun, worker_ready
+from celery.signals import celeryd_after_setup, heartbeat_sent, task_prerun, worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 from redis.backoff import NoBackoff
@@ -17,8 +21,13 @@ from redis.retry import Retry
 from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
 from shared.services.bookings import booking_sweep, booking_sync
-from shared.services.messages import DeliveryOutcome, message_deliver, message_sweep
-from shared.services.outbox import DELIVER_MESSAGE, SYNC_BOOKING, publish
+from shared.services.messages import (
+    DeliveryOutcome,
+    message_deliver_batch,
+    message_sweep,
+    message_unpublish,
+)
+from shared.services.outbox import DELIVER_MESSAGES, SYNC_BOOKING, publish, publish_later
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +52,61 @@ def metrics() -> Metrics:
     return Metrics.from_url(settings.REDIS_URL)
 
 
+_pool: dict[str, Any] = {"size": 0, "executor": None}
+_pool_lock = threading.Lock()
+
+
+@celeryd_after_setup.connect
+def _worker_concurrency(sender: object = None, instance: Any = None, **kwargs: object) -> None:
+    _pool["size"] = int(getattr(instance, "concurrency", 0) or 0)
+
+
+def send_executor() -> ThreadPoolExecutor:
+    """This process's threads for provider calls: DELIVERY_SEND_THREADS, else the worker's
+    --concurrency, so a batch task sends as many messages at once as the pool runs tasks."""
+    executor = _pool["executor"]
+    if executor is None:
+        with _pool_lock:
+            executor = _pool["executor"]
+            if executor is None:
+                size = (
+                    settings.DELIVERY_SEND_THREADS
+                    or _pool["size"]
+                    or settings.CELERY_WORKER_CONCURRENCY
+                )
+                executor = ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="send")
+                _pool["executor"] = executor
+    return executor
+
+
 def _follow_up(task_name: str, pk: int, outcome: DeliveryOutcome) -> None:
     if outcome.status == "deferred" and outcome.delay is not None:
         publish(task_name, [pk], countdown=max(outcome.delay, 0.0) or None)
 
 
-@shared_task(name="workers.tasks.deliver_message", ignore_result=True)
-def deliver_message(message_id: int) -> str:
-    """Deliver one outbound message by id; reschedules itself when told to wait."""
+@shared_task(name="workers.tasks.deliver_messages", ignore_result=True)
+def deliver_messages(message_ids: list[int]) -> dict[str, int]:
+    """Deliver a batch of outbound messages by id; reschedules those told to wait."""
     try:
-        outcome = message_deliver(message_id=message_id, limiter=limiter(), metrics=metrics())
-    except redis.RedisError as exc:
-        # The limiter is unreachable: the row stays queued and the sweeper re-enqueues it.
-        logger.warning(
-            "Message %s deferred: rate limiter unavailable (%s).", message_id, type(exc).__name__
+        outcomes = message_deliver_batch(
+            message_ids=message_ids, limiter=limiter(), metrics=metrics(), executor=send_executor()
         )
-        return "deferred"
-    _follow_up(DELIVER_MESSAGE, message_id, outcome)
-    return outcome.status
+    except redis.RedisError as exc:
+        # The limiter is unreachable: the rows stay queued and the sweeper re-enqueues them.
+        logger.warning(
+            "%d message(s) deferred: rate limiter unavailable (%s).",
+            len(message_ids),
+            type(exc).__name__,
+        )
+        return {"deferred": len(message_ids)}
+    later = {
+        pk: outcome.delay
+        for pk, outcome in outcomes.items()
+        if outcome.status == "deferred" and outcome.delay is not None
+    }
+    if later and not publish_later(DELIVER_MESSAGES, later):
+        message_unpublish(list(later))
+    return dict(Counter(outcome.status for outcome in outcomes.values()))
 
 
 @shared_task(name="workers.tasks.sync_booking", ignore_result=True)
@@ -69,19 +115,6 @@ def sync_booking(booking_pk: int) -> str:
     outcome = booking_sync(booking_pk=booking_pk)
     _follow_up(SYNC_BOOKING, booking_pk, outcome)
     return outcome.status
-
-
-@shared_task(name="workers.tasks.fan_out", ignore_result=True)
-def fan_out(task_name: str, ids: list[int]) -> int:
-    """Publish one `task_name` task per id (the API hands many ids over in one publish)."""
-    if task_name not in (DELIVER_MESSAGE, SYNC_BOOKING):
-        raise ValueError(f"fan_out does not publish {task_name!r}")
-    from corbi.celery import app
-
-    with app.producer_or_acquire() as producer:
-        for pk in ids:
-            app.send_task(task_name, args=[int(pk)], producer=producer)
-    return len(ids)
 
 
 @shared_task(name="workers.tasks.sweep_outbox", ignore_result=True)

@@ -6,18 +6,20 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Case, CharField, Count, F, Q, Value, When
 from django.utils import timezone
 
-from shared.crypto import TokenDecryptionError
+from shared.crypto import TokenDecryptionError, decrypt_token
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import (
     Integration,
@@ -30,7 +32,7 @@ from shared.models import (
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.ratelimit import Limit
 from shared.services.audit import audit_event_record
-from shared.services.outbox import DELIVER_MESSAGE, publish, publish_on_commit
+from shared.services.outbox import DELIVER_MESSAGES, publish, publish_on_commit
 from shared.services.providers import integration_adapter
 from shared.validation import validate_destination
 
@@ -125,7 +127,7 @@ def _active_integrations(organization: Organization, providers: set[str]) -> dic
     return found
 
 
-def _unpublish(ids: Sequence[int]) -> None:
+def message_unpublish(ids: Sequence[int]) -> None:
     """The publish failed: mark the rows so the sweeper publishes them on its next run."""
     Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(enqueued_at=None)
 
@@ -257,7 +259,7 @@ def _insert(
         if row["idempotency_key"] not in existing
     ]
     created = Message.objects.bulk_create(new, batch_size=1000)
-    publish_on_commit(DELIVER_MESSAGE, [m.pk for m in created], on_failure=_unpublish)
+    publish_on_commit(DELIVER_MESSAGES, [m.pk for m in created], on_failure=message_unpublish)
     created_iter = iter(created)
     return [
         (existing[row["idempotency_key"]], False)
@@ -286,7 +288,7 @@ def message_retry(*, organization: Organization, message_id: int) -> Message:
         message.error_kind = ""
         message.error_code = ""
         message.save()
-        publish_on_commit(DELIVER_MESSAGE, [message.pk], on_failure=_unpublish)
+        publish_on_commit(DELIVER_MESSAGES, [message.pk], on_failure=message_unpublish)
     return message
 
 
@@ -358,55 +360,191 @@ def _schedule(
 
 
 def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryOutcome:
-    """Deliver one queued message: rate-limit, claim, decrypt, call the provider, record.
+    """Deliver one queued message; see `message_deliver_batch`."""
+    return message_deliver_batch(message_ids=[message_id], limiter=limiter, metrics=metrics)[
+        message_id
+    ]
 
-    The row is claimed with a conditional update (queued → sending), so two deliveries of the
-    same task cannot both call the provider. Returns what the task should do next.
+
+@dataclass
+class _Sent:
+    """One provider call made for a claimed message: its id, or the error."""
+
+    message: Message
+    number: int
+    started: datetime
+    elapsed: float = 0.0
+    provider_id: str = ""
+    error: ProviderError | None = None
+    released: bool = False  # not sent: its lease ran short while it waited for a send thread
+
+
+def message_deliver_batch(
+    *,
+    message_ids: Sequence[int],
+    limiter: Any,
+    metrics: Any,
+    executor: Executor | None = None,
+) -> dict[int, DeliveryOutcome]:
+    """Deliver queued messages by id: rate-limit, claim, decrypt, call the provider, record.
+
+    Rows are claimed with a conditional update (queued → sending) under SKIP LOCKED, so two
+    deliveries of the same id cannot both call the provider. The batch costs a fixed number of
+    round trips (load, slots, claim, record); the provider calls run on `executor` when given,
+    else one after another. Credentials are decrypted here, once per integration per call, and
+    never leave this process. Returns each id's outcome: what the task should do next.
     """
-    message = Message.objects.select_related("integration").filter(pk=message_id).first()
-    if message is None or message.status != MessageStatus.QUEUED:
-        return DeliveryOutcome("skipped", reason="not queued")
+    ids = list(dict.fromkeys(int(pk) for pk in message_ids))
+    outcomes: dict[int, DeliveryOutcome] = {}
+    rows = Message.objects.select_related("integration").in_bulk(ids)
     now = timezone.now()
-    if message.next_attempt_at and message.next_attempt_at > now + EARLY_TOLERANCE:
-        return DeliveryOutcome("skipped", reason="not due")
+    ready: list[Message] = []
+    for pk in ids:
+        message = rows.get(pk)
+        if message is None or message.status != MessageStatus.QUEUED:
+            outcomes[pk] = DeliveryOutcome("skipped", reason="not queued")
+        elif message.next_attempt_at and message.next_attempt_at > now + EARLY_TOLERANCE:
+            outcomes[pk] = DeliveryOutcome("skipped", reason="not due")
+        elif (unusable := _unusable(message)) is not None:
+            outcomes[pk] = _fail_unclaimed(message, now, *unusable)
+        else:
+            ready.append(message)
+    ready = _take_slots(ready, now, limiter, metrics, outcomes)
+    claimed = _claim(ready, now)
+    for message in ready:
+        if message.pk not in claimed:
+            outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
+    sends = _send_all([m for m in ready if m.pk in claimed], executor)
+    outcomes.update(_record_sent(sends, metrics))
+    released = [s.message.pk for s in sends if s.released]
+    if released:
+        logger.warning(
+            "%d message(s) waited too long for a send thread and were re-queued unsent; "
+            "the worker has more claimed work than DELIVERY_SEND_THREADS can send in a lease.",
+            len(released),
+        )
+        for pk in released:
+            outcomes[pk] = _schedule(
+                pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, attempts=F("attempts") - 1
+            )
+    for sent in sends:
+        if sent.error is not None:
+            outcomes[sent.message.pk] = _record_error(
+                sent.message,
+                sent.number,
+                sent.started,
+                sent.elapsed,
+                sent.error,
+                metrics,
+                limiter=limiter,
+            )
+    return outcomes
+
+
+def _unusable(message: Message) -> tuple[str, str] | None:
+    """(error text, kind) when the message's integration cannot send at all."""
     integration = message.integration
     if not integration.is_active or not integration.token_encrypted:
-        return _fail_unclaimed(message, now, f"{message.provider} is not connected", "permanent")
+        return f"{message.provider} is not connected", "permanent"
     if integration.credentials_rejected_at is not None:
-        return _fail_unclaimed(
-            message,
-            now,
-            f"{integration.get_provider_display()} rejected the credentials; reconnect the integration",
+        return (
+            f"{integration.get_provider_display()} rejected the credentials; "
+            "reconnect the integration",
             "credentials",
         )
+    return None
 
-    # A booked slot is used only on time: a task that runs late (a backlog) books a new one, so
-    # late tasks cannot burst above the limit together.
-    slot = message.rate_slot_at
-    if slot is None or now - slot > SLOT_TOLERANCE:
-        delay = limiter.reserve(
-            message_limits(message, integration), max_wait=settings.MAX_COUNTDOWN_SECONDS
-        )
-        if delay > 0.005:
-            metrics.rate_limit_deferred(message.provider, "our_limit")
-            booked = delay <= settings.MAX_COUNTDOWN_SECONDS
-            slot = now + timedelta(seconds=delay) if booked else None
-            return _schedule(message.pk, delay, now, expect=MessageStatus.QUEUED, rate_slot_at=slot)
 
-    claimed = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
-        status=MessageStatus.SENDING,
-        attempts=F("attempts") + 1,
-        lease_expires_at=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
-        rate_slot_at=None,
-        updated_at=now,
+def _take_slots(
+    messages: list[Message],
+    now: datetime,
+    limiter: Any,
+    metrics: Any,
+    outcomes: dict[int, DeliveryOutcome],
+) -> list[Message]:
+    """The messages whose rate-limit slot is now; the others are rescheduled to their slot.
+
+    A booked slot is used only on time: a task that runs late (a backlog) books a new one, so
+    late tasks cannot burst above the limit together. Raises redis.RedisError.
+    """
+    need = [m for m in messages if m.rate_slot_at is None or now - m.rate_slot_at > SLOT_TOLERANCE]
+    delays = limiter.reserve_many(
+        [message_limits(m, m.integration) for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
     )
-    if not claimed:
-        return DeliveryOutcome("skipped", reason="claimed elsewhere")
-    number = message.attempts + 1
+    waits = {m.pk: delay for m, delay in zip(need, delays, strict=True) if delay > 0.005}
+    for message in messages:
+        delay = waits.get(message.pk)
+        if delay is None:
+            continue
+        metrics.rate_limit_deferred(message.provider, "our_limit")
+        booked = delay <= settings.MAX_COUNTDOWN_SECONDS
+        slot = now + timedelta(seconds=delay) if booked else None
+        outcomes[message.pk] = _schedule(
+            message.pk, delay, now, expect=MessageStatus.QUEUED, rate_slot_at=slot
+        )
+    return [m for m in messages if m.pk not in waits]
+
+
+def _claim(messages: list[Message], now: datetime) -> set[int]:
+    """Claim the still-queued rows among `messages` (queued → sending, with a lease)."""
+    if not messages:
+        return set()
+    with transaction.atomic():
+        ids = set(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=[m.pk for m in messages], status=MessageStatus.QUEUED)
+            .values_list("pk", flat=True)
+        )
+        if ids:
+            Message.objects.filter(pk__in=ids).update(
+                status=MessageStatus.SENDING,
+                attempts=F("attempts") + 1,
+                lease_expires_at=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+                rate_slot_at=None,
+                updated_at=now,
+            )
+    return ids
+
+
+def _send_all(messages: list[Message], executor: Executor | None) -> list[_Sent]:
+    """Call the provider for every claimed message, concurrently on `executor` when given."""
+    tokens: dict[int, str | ProviderError] = {}
+    for message in messages:
+        integration = message.integration
+        if integration.pk not in tokens:
+            try:
+                tokens[integration.pk] = decrypt_token(integration.token_encrypted)
+            except TokenDecryptionError as exc:
+                tokens[integration.pk] = ProviderError(
+                    str(exc), kind="credentials", provider=message.provider
+                )
+    # A call starts only while a whole call still fits the lease, so the sweeper never hands a
+    # message to another worker while this one may still send it.
+    start_by = (
+        time.monotonic() + settings.DELIVERY_LEASE_SECONDS - settings.PROVIDER_TIMEOUT_SECONDS
+    )
+    jobs = [partial(_send_one, m, tokens[m.integration_id], start_by) for m in messages]
+    if executor is None or len(jobs) < 2:
+        return [job() for job in jobs]
+    return list(executor.map(_call, jobs))
+
+
+def _call(job: Callable[[], _Sent]) -> _Sent:
+    return job()
+
+
+def _send_one(message: Message, token: str | ProviderError, start_by: float) -> _Sent:
+    """One provider call; touches no database, so it may run on any thread."""
+    sent = _Sent(message=message, number=message.attempts + 1, started=timezone.now())
     started = time.monotonic()
+    if started > start_by:
+        sent.released = True
+        return sent
     try:
-        adapter = integration_adapter(integration)
-        provider_id = adapter.send(
+        if isinstance(token, ProviderError):
+            raise token
+        adapter = integration_adapter(message.integration, token=token)
+        sent.provider_id = adapter.send(
             OutboundMessage(
                 to=message.to,
                 body=message.body,
@@ -416,34 +554,28 @@ def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryO
             )
         )
     except ProviderError as exc:
-        error: ProviderError | None = exc
-    except TokenDecryptionError as exc:
-        error = ProviderError(str(exc), kind="credentials", provider=message.provider)
+        sent.error = exc
     except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
         logger.exception("Unexpected error delivering message %s", message.pk)
-        error = ProviderError(
+        sent.error = ProviderError(
             f"Internal error while sending ({type(exc).__name__}); retry the message once fixed",
             kind="permanent",
             provider=message.provider,
             code="internal",
         )
-    else:
-        error = None
-    elapsed = time.monotonic() - started
-    if error is None:
-        return _record_sent(message, number, now, elapsed, provider_id, metrics)
-    return _record_error(message, number, now, elapsed, error, metrics, limiter=limiter)
+    sent.elapsed = time.monotonic() - started
+    return sent
 
 
-def _attempt(
+def _attempt_row(
     message: Message,
     number: int,
     started: datetime,
     elapsed: float,
     outcome: str,
     error: ProviderError | None = None,
-) -> None:
-    MessageAttempt.objects.create(
+) -> MessageAttempt:
+    return MessageAttempt(
         message_id=message.pk,
         number=number,
         started_at=started,
@@ -454,14 +586,33 @@ def _attempt(
     )
 
 
-def _record_sent(
-    message: Message, number: int, started: datetime, elapsed: float, provider_id: str, metrics: Any
-) -> DeliveryOutcome:
+def _attempt(
+    message: Message,
+    number: int,
+    started: datetime,
+    elapsed: float,
+    outcome: str,
+    error: ProviderError | None = None,
+) -> None:
+    _attempt_row(message, number, started, elapsed, outcome, error).save(force_insert=True)
+
+
+def _record_sent(sends: list[_Sent], metrics: Any) -> dict[int, DeliveryOutcome]:
+    """Write every successful send and its attempt row in one transaction."""
+    sent = [s for s in sends if s.error is None and not s.released]
+    if not sent:
+        return {}
     now = timezone.now()
+    provider_id: Any = Case(
+        *(When(pk=s.message.pk, then=Value(s.provider_id[:128])) for s in sent),
+        output_field=CharField(),
+    )
     with transaction.atomic():
-        updated = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        updated = Message.objects.filter(
+            pk__in=[s.message.pk for s in sent], status=MessageStatus.SENDING
+        ).update(
             status=MessageStatus.SENT,
-            provider_message_id=provider_id[:128],
+            provider_message_id=provider_id,
             sent_at=now,
             lease_expires_at=None,
             last_error="",
@@ -469,11 +620,15 @@ def _record_sent(
             error_code="",
             updated_at=now,
         )
-        _attempt(message, number, started, elapsed, "sent")
-    if not updated:
-        logger.warning("Message %s was sent but its lease had been taken over.", message.pk)
-    metrics.send_finished(message.provider, "sent", elapsed)
-    return DeliveryOutcome("sent")
+        MessageAttempt.objects.bulk_create(
+            [_attempt_row(s.message, s.number, s.started, s.elapsed, "sent") for s in sent]
+        )
+    if updated < len(sent):
+        logger.warning(
+            "%d message(s) were sent but their lease had been taken over.", len(sent) - updated
+        )
+    metrics.sends_finished((s.message.provider, "sent", s.elapsed) for s in sent)
+    return {s.message.pk: DeliveryOutcome("sent") for s in sent}
 
 
 def _record_error(
@@ -641,8 +796,8 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
             message,
             ProviderError(message.last_error, kind="permanent", provider=message.provider),
         )
-    if ids and not publish(DELIVER_MESSAGE, ids):
-        _unpublish(ids)
+    if ids and not publish(DELIVER_MESSAGES, ids):
+        message_unpublish(ids)
     return ids
 
 

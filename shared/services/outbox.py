@@ -3,40 +3,57 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-DELIVER_MESSAGE = "workers.tasks.deliver_message"
+DELIVER_MESSAGES = "workers.tasks.deliver_messages"
 SYNC_BOOKING = "workers.tasks.sync_booking"
-FAN_OUT = "workers.tasks.fan_out"
-FAN_OUT_CHUNK = 500
+# Tasks whose one argument is a list of ids, delivered together (DELIVERY_BATCH_SIZE at most).
+BATCHED = frozenset({DELIVER_MESSAGES})
 
 
 def publish(task_name: str, ids: Sequence[int], *, countdown: float | None = None) -> bool:
-    """Publish one task per id; many ids travel as a few fan-out tasks. False if the broker failed.
+    """Publish `ids` to `task_name` over one producer: batches of ids for a batched task, one
+    task per id otherwise. False if the broker failed.
 
     A failure is logged, not raised: the rows stay in the outbox and the sweeper publishes them.
     """
     if not ids:
         return True
+    if task_name in BATCHED:
+        size = max(1, settings.DELIVERY_BATCH_SIZE)
+        calls = [([list(ids[i : i + size])], countdown) for i in range(0, len(ids), size)]
+    else:
+        calls = [([pk], countdown) for pk in ids]
+    return _send(task_name, calls, len(ids))
+
+
+def publish_later(task_name: str, countdowns: Mapping[int, float]) -> bool:
+    """Publish one task per id, each due after its own countdown in seconds; False on failure."""
+    wrap = task_name in BATCHED
+    calls = [
+        ([[pk]] if wrap else [pk], max(delay, 0.0) or None) for pk, delay in countdowns.items()
+    ]
+    return _send(task_name, calls, len(calls))
+
+
+def _send(task_name: str, calls: list[tuple[list, float | None]], count: int) -> bool:
+    if not calls:
+        return True
     from corbi.celery import app
 
     try:
         with app.producer_or_acquire() as producer:
-            if len(ids) == 1 or countdown:
-                for pk in ids:
-                    app.send_task(task_name, args=[pk], countdown=countdown, producer=producer)
-            else:
-                for start in range(0, len(ids), FAN_OUT_CHUNK):
-                    chunk = list(ids[start : start + FAN_OUT_CHUNK])
-                    app.send_task(FAN_OUT, args=[task_name, chunk], producer=producer)
+            for args, countdown in calls:
+                app.send_task(task_name, args=args, countdown=countdown, producer=producer)
     except Exception as exc:  # kombu/redis raise many types; the outbox makes this safe
         logger.warning(
             "Could not publish %d %s task(s) (%s); the sweeper will retry.",
-            len(ids),
+            count,
             task_name,
             type(exc).__name__,
         )
@@ -44,7 +61,12 @@ def publish(task_name: str, ids: Sequence[int], *, countdown: float | None = Non
     return True
 
 
-def publish_on_commit(task_name: str, ids: Sequence[int], *, on_failure=None) -> None:
+def publish_on_commit(
+    task_name: str,
+    ids: Sequence[int],
+    *,
+    on_failure: Callable[[list[int]], None] | None = None,
+) -> None:
     """Publish after the surrounding transaction commits; call `on_failure(ids)` if it fails."""
     ids = list(ids)
 

@@ -28,13 +28,20 @@ def provider_endpoint(slug: str) -> tuple[str, dict[str, Any]]:
 
 
 def integration_adapter(
-    integration: Integration, *, timeout: float | None = None, extra_override: dict | None = None
+    integration: Integration,
+    *,
+    timeout: float | None = None,
+    extra_override: dict | None = None,
+    token: str | None = None,
 ) -> Adapter:
-    """An adapter holding the integration's freshly decrypted token (build one per task/call)."""
+    """An adapter holding the integration's freshly decrypted token (build one per task/call).
+
+    `token` is the already decrypted token when the caller decrypted it once for several sends.
+    """
     base_url, options = provider_endpoint(integration.provider)
     return build_adapter(
         integration.provider,
-        token=decrypt_token(integration.token_encrypted),
+        token=decrypt_token(integration.token_encrypted) if token is None else token,
         extra={**integration.extra, **(extra_override or {})},
         base_url=base_url,
         timeout=settings.PROVIDER_TIMEOUT_SECONDS if timeout is None else timeout,

@@ -182,7 +182,7 @@ def test_broker_payloads_hold_ids_only(stack, sandbox_client, org, broker):
         assert_no_canary(text)
         envelope = json.loads(text)
         args = json.loads(base64.b64decode(envelope["body"]))[0]
-        assert args in ([pk] for pk in ids)
+        assert args in ([[pk]] for pk in ids)  # one batch of one message id, nothing else
 
 
 def test_worker_killed_mid_run_loses_nothing_and_duplicates_are_bounded_and_visible(
