@@ -1,4 +1,4 @@
-"""A missing or invalid FERNET_KEY stops every entry point, naming the setting, never the value."""
+"""A bad FERNET_KEY or a lease no longer than a provider call stops every entry point, naming it."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ ENTRY_POINTS = {
 }
 
 
-def run(cmd: list[str], key: str | None) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], key: str | None, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "FERNET_KEY"}
-    env.update({"CORBI_DOTENV": "0", "DJANGO_SETTINGS_MODULE": "corbi.settings"})
+    env.update({"CORBI_DOTENV": "0", "DJANGO_SETTINGS_MODULE": "corbi.settings", **extra_env})
     if key is not None:
         env["FERNET_KEY"] = key
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
@@ -51,6 +51,27 @@ def test_bad_fernet_key_refuses_to_start(entry, case):
 
 def test_good_fernet_key_starts():
     result = run(ENTRY_POINTS["manage.py"], GOOD_KEY)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize("lease", ["2", "1"])
+def test_a_lease_not_longer_than_the_provider_timeout_refuses_to_start(entry, lease):
+    result = run(
+        ENTRY_POINTS[entry], GOOD_KEY, DELIVERY_LEASE_SECONDS=lease, PROVIDER_TIMEOUT_SECONDS="2"
+    )
+
+    assert result.returncode != 0
+    assert "DELIVERY_LEASE_SECONDS must exceed PROVIDER_TIMEOUT_SECONDS" in result.stderr
+
+
+def test_a_lease_longer_than_the_provider_timeout_starts():
+    result = run(
+        ENTRY_POINTS["manage.py"],
+        GOOD_KEY,
+        DELIVERY_LEASE_SECONDS="3",
+        PROVIDER_TIMEOUT_SECONDS="2",
+    )
     assert result.returncode == 0, result.stderr
 
 

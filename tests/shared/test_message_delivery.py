@@ -1,21 +1,30 @@
-"""message_deliver and message_sweep in-process: claims, slots, failures and poison messages."""
+"""message_deliver(_batch) and message_sweep in-process: claims, slots, failures, poison messages."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from shared.metrics import Metrics
-from shared.models import Message, MessageAttempt, MessageStatus
+from shared.models import Integration, Message, MessageAttempt, MessageStatus
 from shared.providers.base import ProviderError
 from shared.ratelimit import RateLimiter
 from shared.services import messages as service
 from shared.services.integrations import integration_connect
-from shared.services.messages import message_deliver, message_limits, message_sweep
+from shared.services.messages import (
+    message_deliver,
+    message_deliver_batch,
+    message_limits,
+    message_sweep,
+)
 from tests.factories import CANARY, make_member
 
 pytestmark = pytest.mark.django_db
@@ -43,13 +52,13 @@ def tools():
 
 def queued(org, to="4242", **fields):
     integration = org.integrations.get(provider="telegram")
+    fields.setdefault("next_attempt_at", timezone.now())
     return Message.objects.create(
         organization=org,
         integration=integration,
         provider="telegram",
         to=to,
         body="hello",
-        next_attempt_at=timezone.now(),
         **fields,
     )
 
@@ -170,3 +179,154 @@ def test_a_provider_429_pauses_the_account_for_every_other_message(org, tools, s
     assert told.status == "deferred" and told.delay >= 3
     assert other.status == "deferred" and other.delay == pytest.approx(3, abs=0.3)
     assert len(sends(sandbox_client)) == 1, "the second message did not hit the throttled account"
+
+
+# --- batches: message_deliver_batch ------------------------------------------------------------
+
+
+def unlimited(org, provider="telegram"):
+    """Lift the per-org rate so a batch to distinct chats is limited by nothing but the chats."""
+    Integration.objects.filter(organization=org, provider=provider).update(
+        extra={"rate_limit_per_second": 1_000_000}
+    )
+
+
+def deliver_batch(ids, tools, threads):
+    limiter, metrics = tools
+    with ThreadPoolExecutor(threads) as executor:
+        return message_deliver_batch(
+            message_ids=ids, limiter=limiter, metrics=metrics, executor=executor
+        )
+
+
+def test_a_batch_is_sent_concurrently_and_costs_the_same_queries_for_5_or_20(
+    org, tools, sandbox_client
+):
+    unlimited(org)
+    small = [queued(org, to=str(5000 + i)) for i in range(5)]
+    large = [queued(org, to=str(6000 + i)) for i in range(20)]
+
+    with CaptureQueriesContext(connection) as small_queries:
+        small_outcomes = deliver_batch([m.pk for m in small], tools, 8)
+    with CaptureQueriesContext(connection) as large_queries:
+        large_outcomes = deliver_batch([m.pk for m in large], tools, 8)
+
+    assert {o.status for o in small_outcomes.values()} == {"sent"}
+    assert {pk: o.status for pk, o in large_outcomes.items()} == {m.pk: "sent" for m in large}
+    assert len(large_queries) == len(small_queries) <= 9, [q["sql"] for q in large_queries]
+    for message in large:
+        message.refresh_from_db()
+        assert message.status == MessageStatus.SENT and message.attempts == 1
+        assert message.provider_message_id == f"{message.to}:1", "each row got its own id"
+        attempts = list(message.attempt_set.all())
+        assert [(a.number, a.outcome) for a in attempts] == [(1, "sent")]
+    chats = sorted(r["body"]["chat_id"] for r in sends(sandbox_client))
+    assert chats == sorted(m.to for m in small + large), "exactly one request per message"
+
+
+def test_a_mixed_batch_sends_only_the_due_queued_messages(org, tools, sandbox_client):
+    unlimited(org)
+    done = queued(org, to="5101", status=MessageStatus.SENT, attempts=1)
+    later = queued(org, to="5102", next_attempt_at=timezone.now() + timedelta(hours=1))
+    missing = Message.objects.order_by("-pk").values_list("pk", flat=True)[0] + 1000
+    good = [queued(org, to="5103"), queued(org, to="5104")]
+    ids = [done.pk, later.pk, missing, good[0].pk, good[1].pk]
+
+    outcomes = deliver_batch(ids, tools, 4)
+
+    assert [outcomes[pk].status for pk in ids] == ["skipped", "skipped", "skipped", "sent", "sent"]
+    assert outcomes[later.pk].reason == "not due"
+    later.refresh_from_db()
+    assert later.status == MessageStatus.QUEUED and later.attempts == 0
+    assert not later.attempt_set.exists() and not done.attempt_set.exists()
+    assert sorted(r["body"]["chat_id"] for r in sends(sandbox_client)) == ["5103", "5104"]
+
+
+def test_the_same_id_twice_in_a_batch_is_sent_once(org, tools, sandbox_client):
+    message = queued(org)
+
+    outcomes = deliver_batch([message.pk, message.pk], tools, 2)
+
+    assert {pk: o.status for pk, o in outcomes.items()} == {message.pk: "sent"}
+    assert message.attempt_set.count() == 1
+    assert len(sends(sandbox_client)) == 1
+
+
+def test_a_rate_limit_inside_a_batch_sends_one_and_books_the_others_in_turn(
+    org, tools, sandbox_client
+):
+    Integration.objects.filter(organization=org, provider="telegram").update(
+        extra={"rate_limit_per_second": 2}
+    )
+    messages = [queued(org, to=str(5200 + i)) for i in range(5)]
+    ids = [m.pk for m in messages]
+
+    before = timezone.now()
+    outcomes = deliver_batch(ids, tools, 4)
+
+    assert outcomes[ids[0]].status == "sent"
+    later = [outcomes[pk] for pk in ids[1:]]
+    assert [o.status for o in later] == ["deferred"] * 4
+    delays = [o.delay for o in later]
+    assert delays == pytest.approx([0.5, 1.0, 1.5, 2.0], abs=0.05)
+    assert all(a < b for a, b in itertools.pairwise(delays))
+    for message, delay in zip(messages[1:], delays, strict=True):
+        message.refresh_from_db()
+        assert message.status == MessageStatus.QUEUED and message.attempts == 0
+        assert message.rate_slot_at is not None
+        assert (message.rate_slot_at - before).total_seconds() == pytest.approx(delay, abs=0.2)
+    assert [r["body"]["chat_id"] for r in sends(sandbox_client)] == ["5200"]
+
+
+def test_messages_whose_lease_runs_short_waiting_for_a_thread_are_released_unsent(
+    org, tools, sandbox_client, settings
+):
+    settings.DELIVERY_LEASE_SECONDS = 3
+    settings.PROVIDER_TIMEOUT_SECONDS = 2  # a call may start only in the first second
+    unlimited(org)
+    sandbox_client.fault("telegram", mode="latency", latency_ms=1500, count=3)
+    messages = [queued(org, to=str(5300 + i)) for i in range(3)]
+    ids = [m.pk for m in messages]
+
+    outcomes = deliver_batch(ids, tools, 1)
+
+    assert outcomes[ids[0]].status == "sent"
+    for message in messages[1:]:
+        assert (outcomes[message.pk].status, outcomes[message.pk].delay) == ("deferred", 0.0)
+        message.refresh_from_db()
+        assert message.status == MessageStatus.QUEUED
+        assert message.attempts == 0 and message.lease_expires_at is None
+        assert not message.attempt_set.exists()
+    assert [r["body"]["chat_id"] for r in sends(sandbox_client)] == ["5300"]
+
+
+def test_a_token_that_no_longer_decrypts_fails_only_its_own_integrations_messages(
+    org, tools, sandbox_client
+):
+    other_bot = "123456789:otherBotTokenForBatchTests0123456"
+    sandbox_client.add_account("telegram", token=other_bot, bot_username="corbi_other_bot")
+    other = make_member("globex", "mallory", "admin").org
+    integration_connect(organization=other, provider="telegram", token=other_bot, extra={})
+    unlimited(org)
+    unlimited(other)
+    Integration.objects.filter(organization=other).update(token_encrypted="gAAAAAnot-a-token")
+    good = [queued(org, to="5401"), queued(org, to="5402")]
+    broken = [queued(other, to="5403"), queued(other, to="5404")]
+    ids = [good[0].pk, broken[0].pk, good[1].pk, broken[1].pk]
+
+    outcomes = deliver_batch(ids, tools, 4)
+
+    assert {pk: o.status for pk, o in outcomes.items()} == {
+        good[0].pk: "sent",
+        broken[0].pk: "failed",
+        good[1].pk: "sent",
+        broken[1].pk: "failed",
+    }
+    for message in broken:
+        message.refresh_from_db()
+        assert message.status == MessageStatus.FAILED and message.error_kind == "credentials"
+        assert "does not decrypt" in message.last_error
+    for message in good:
+        message.refresh_from_db()
+        assert message.status == MessageStatus.SENT
+    assert sorted(r["body"]["chat_id"] for r in sends(sandbox_client)) == ["5401", "5402"]

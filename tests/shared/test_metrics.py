@@ -10,7 +10,7 @@ import redis
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.metrics import Metrics, RedisMetricsCollector, metrics_text
+from shared.metrics import LATENCY, Metrics, RedisMetricsCollector, metrics_text
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -179,3 +179,46 @@ def test_a_heartbeat_forgets_workers_silent_for_a_day(metrics, client):
     metrics.worker_heartbeat("celery@fresh")
 
     assert metrics.workers_seen_within(10 * 86_400) == ["celery@fresh"]
+
+
+def test_sends_finished_records_what_the_same_send_finished_calls_would(metrics, client):
+    one_by_one = metrics
+    together = Metrics(client, prefix=f"test:metrics:{uuid.uuid4().hex}:")
+    sends = [
+        ("telegram", "sent", 0.03),
+        ("telegram", "sent", 0.2),
+        ("telegram", "failed", 1.5),
+        ("sendgrid", "sent", 0.3),
+        ("sendgrid", "rate_limited", 0.07),
+        ("telegram", "sent", float("nan")),
+        ("whatsapp", "chat 4242 <bob@example.com>", 12.0),
+        ("telegram", "sent", 0.1),
+    ]
+    try:
+        for send in sends:
+            one_by_one.send_finished(*send)
+        together.sends_finished(iter(sends))
+
+        expected, got = one_by_one.snapshot(), together.snapshot()
+    finally:
+        for key in client.scan_iter(match=together._prefix + "*"):
+            client.delete(key)
+
+    def split(snapshot):
+        latency = snapshot[LATENCY]
+        sums = {f: float(v) for f, v in latency.items() if f.endswith("|sum")}
+        rest = {name: fields for name, fields in snapshot.items() if name != LATENCY}
+        buckets = {f: v for f, v in latency.items() if not f.endswith("|sum")}
+        return rest, buckets, sums
+
+    expected_rest, expected_buckets, expected_sums = split(expected)
+    assert expected_rest["sends_total"]["telegram|sent"] == "4"
+    assert split(got)[:2] == (expected_rest, expected_buckets)
+    assert split(got)[2] == pytest.approx(expected_sums)
+    assert sorted(expected_sums) == ["sendgrid|sum", "telegram|sum", "whatsapp|sum"]
+
+
+def test_sends_finished_with_nothing_writes_nothing(metrics, client):
+    metrics.sends_finished([])
+
+    assert list(client.scan_iter(match=metrics._prefix + "*")) == []

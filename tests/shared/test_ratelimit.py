@@ -197,3 +197,48 @@ def test_a_pause_never_shortens_a_longer_wait(limiter):
     limiter.pause([slow], 1.0)
 
     assert limiter.acquire([slow]) == pytest.approx(10.0, abs=0.05)
+
+
+def test_reserve_many_books_what_the_same_reserves_would_in_order(client, prefix):
+    one_by_one = RateLimiter(client, prefix=prefix + "single:")
+    together = RateLimiter(client, prefix=prefix + "many:")
+    org, chat_a, chat_b = Limit("org", rate=2.0), Limit("chat:a", rate=1.0), Limit("chat:b", 1.0)
+    requests = [
+        [org, chat_a],
+        [org, chat_b],
+        [Limit("off", rate=None)],
+        [org, chat_a],
+        [],
+        [chat_b],
+        [org],
+    ]
+
+    expected = [one_by_one.reserve(limits) for limits in requests]
+    delays = together.reserve_many(requests)
+
+    assert expected == pytest.approx([0.0, 0.5, 0.0, 1.0, 0.0, 1.5, 1.5], abs=0.02)
+    assert delays == pytest.approx(expected, abs=0.02)
+    assert delays[2] == delays[4] == 0.0
+    assert together.reserve([org]) == pytest.approx(2.0, abs=0.02), "the slots stay booked"
+
+
+def test_reserve_many_with_no_active_limit_is_all_zero_and_writes_nothing(limiter, client, prefix):
+    requests = [[Limit("a", rate=None)], [], [Limit("b", rate=0)]]
+
+    assert limiter.reserve_many(requests) == [0.0, 0.0, 0.0]
+    assert limiter.reserve_many([]) == []
+    assert list(client.scan_iter(match=prefix + "*")) == []
+
+
+def test_reserve_many_books_nothing_past_max_wait(limiter):
+    limit = Limit("instagram:account:3", rate=1.0)
+
+    delays = limiter.reserve_many([[limit], [limit], [limit]], max_wait=1.5)
+
+    assert delays == pytest.approx([0.0, 1.0, 2.0], abs=0.02)
+    assert limiter.reserve([limit]) == pytest.approx(2.0, abs=0.02), "the refused slot is free"
+
+
+def test_reserve_many_refuses_a_key_twice_in_one_event(limiter):
+    with pytest.raises(ValueError, match="once"):
+        limiter.reserve_many([[Limit("x", rate=1.0)], [Limit("x", 1.0), Limit("x", 2.0)]])

@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import signal
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from shared.models import Booking, Integration, Message, MessageStatus
 from shared.services.bookings import booking_upsert
 from shared.services.integrations import integration_connect
-from shared.services.messages import send_message
+from shared.services.messages import message_create_bulk, send_message
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA, assert_no_canary, make_member
 from tests.workers.conftest import wait_for
 
@@ -273,3 +275,23 @@ def test_a_booking_synced_twice_is_one_event(stack, sandbox_client, org):
     created = [r for r in events if r["method"] == "POST" and r["status"] == 200]
     assert len(created) == 1, "one insert; the replay became an update"
     assert all(booking.event_id in r["path"] or r["method"] == "POST" for r in events)
+
+
+def test_a_bulk_is_published_as_batches_covering_every_id_once(stack, sandbox_client, org, broker):
+    connect_all(sandbox_client, org, ["telegram"])
+    created = message_create_bulk(
+        organization=org,
+        items=[{"provider": "telegram", "to": str(7000 + i), "body": "hi"} for i in range(60)],
+    )
+    ids = [message.pk for message, _ in created]
+
+    raw = broker.lrange("corbi", 0, -1)
+    assert len(raw) == math.ceil(60 / settings.DELIVERY_BATCH_SIZE)
+    published = []
+    for item in raw:
+        envelope = json.loads(item)
+        assert envelope["headers"]["task"] == "workers.tasks.deliver_messages"
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        assert len(args) == 1 and 1 <= len(args[0]) <= settings.DELIVERY_BATCH_SIZE
+        published += args[0]
+    assert sorted(published) == sorted(ids) and len(set(ids)) == 60
