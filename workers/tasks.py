@@ -100,9 +100,9 @@ def deliver_messages(message_ids: list[int]) -> dict[str, int]:
         )
         return {"deferred": len(message_ids)}
     later = {
-        pk: outcome.delay
+        pk: outcome.due_at
         for pk, outcome in outcomes.items()
-        if outcome.status == "deferred" and outcome.delay is not None
+        if outcome.status == "deferred" and outcome.due_at is not None
     }
     if later and not publish_later(DELIVER_MESSAGES, later):
         message_unpublish(list(later))

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, CharField, Count, F, Q, Value, When
 from django.utils import timezone
 
@@ -308,11 +308,16 @@ def _message_for_update(organization: Organization, message_id: int) -> Message:
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
-    """What happened to one delivery task; `delay` is set when the task must run again later."""
+    """What happened to one delivery task; `delay` is set when the task must run again later.
+
+    `due_at` is the same moment as a time: publish with it as the ETA, since the seconds of
+    `delay` were counted from when the batch began, not from when its follow-ups are published.
+    """
 
     status: str  # sent | failed | deferred | skipped
     delay: float | None = None
     reason: str = ""
+    due_at: datetime | None = None
 
 
 def message_limits(message: Message, integration: Integration) -> list[Limit]:
@@ -356,7 +361,9 @@ def _schedule(
     )
     if not updated:
         return DeliveryOutcome("skipped", reason=f"no longer {expect}")
-    return DeliveryOutcome("deferred", delay=delay if in_broker else None)
+    if not in_broker:
+        return DeliveryOutcome("deferred")
+    return DeliveryOutcome("deferred", delay=delay, due_at=now + timedelta(seconds=delay))
 
 
 def message_deliver(*, message_id: int, limiter: Any, metrics: Any) -> DeliveryOutcome:
@@ -398,6 +405,10 @@ def message_deliver_batch(
     outcomes: dict[int, DeliveryOutcome] = {}
     rows = Message.objects.select_related("integration").in_bulk(ids)
     now = timezone.now()
+    # The lease counts from `now`, so a call may start until the lease minus one whole call.
+    start_by = (
+        time.monotonic() + settings.DELIVERY_LEASE_SECONDS - settings.PROVIDER_TIMEOUT_SECONDS
+    )
     ready: list[Message] = []
     for pk in ids:
         message = rows.get(pk)
@@ -414,7 +425,7 @@ def message_deliver_batch(
     for message in ready:
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
-    sends = _send_all([m for m in ready if m.pk in claimed], executor)
+    sends = _send_all([m for m in ready if m.pk in claimed], executor, start_by)
     outcomes.update(_record_sent(sends, metrics))
     released = [s.message.pk for s in sends if s.released]
     if released:
@@ -486,27 +497,35 @@ def _take_slots(
 
 
 def _claim(messages: list[Message], now: datetime) -> set[int]:
-    """Claim the still-queued rows among `messages` (queued → sending, with a lease)."""
+    """Claim the still-queued rows among `messages` (queued → sending, with a lease) in one
+    conditional UPDATE ... RETURNING; returns the ids this call claimed."""
     if not messages:
         return set()
-    with transaction.atomic():
-        ids = set(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=[m.pk for m in messages], status=MessageStatus.QUEUED)
-            .values_list("pk", flat=True)
-        )
-        if ids:
-            Message.objects.filter(pk__in=ids).update(
-                status=MessageStatus.SENDING,
-                attempts=F("attempts") + 1,
-                lease_expires_at=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
-                rate_slot_at=None,
-                updated_at=now,
-            )
-    return ids
+    connection = connections[Message.objects.db]
+    qn = connection.ops.quote_name
+    column = {f.name: qn(f.column) for f in Message._meta.concrete_fields}
+    lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    marks = ", ".join(["%s"] * len(messages))
+    # Only quoted names from the model's own metadata are formatted in; values are parameters.
+    sql = (
+        f"UPDATE {qn(Message._meta.db_table)} SET {column['status']} = %s, "  # noqa: S608
+        f"{column['attempts']} = {column['attempts']} + 1, {column['lease_expires_at']} = %s, "
+        f"{column['rate_slot_at']} = NULL, {column['updated_at']} = %s "
+        f"WHERE {column['id']} IN ({marks}) AND {column['status']} = %s RETURNING {column['id']}"
+    )
+    params = [
+        MessageStatus.SENDING.value,
+        connection.ops.adapt_datetimefield_value(lease),
+        connection.ops.adapt_datetimefield_value(now),
+        *(m.pk for m in messages),
+        MessageStatus.QUEUED.value,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
-def _send_all(messages: list[Message], executor: Executor | None) -> list[_Sent]:
+def _send_all(messages: list[Message], executor: Executor | None, start_by: float) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
     tokens: dict[int, str | ProviderError] = {}
     for message in messages:
@@ -518,11 +537,8 @@ def _send_all(messages: list[Message], executor: Executor | None) -> list[_Sent]
                 tokens[integration.pk] = ProviderError(
                     str(exc), kind="credentials", provider=message.provider
                 )
-    # A call starts only while a whole call still fits the lease, so the sweeper never hands a
-    # message to another worker while this one may still send it.
-    start_by = (
-        time.monotonic() + settings.DELIVERY_LEASE_SECONDS - settings.PROVIDER_TIMEOUT_SECONDS
-    )
+    # A call starts only while a whole call still fits the lease (`start_by`), so the sweeper
+    # never hands a message to another worker while this one may still send it.
     jobs = [partial(_send_one, m, tokens[m.integration_id], start_by) for m in messages]
     if executor is None or len(jobs) < 2:
         return [job() for job in jobs]

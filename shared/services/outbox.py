@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -24,32 +26,31 @@ def publish(task_name: str, ids: Sequence[int], *, countdown: float | None = Non
     """
     if not ids:
         return True
+    when = {"countdown": countdown} if countdown else {}
     if task_name in BATCHED:
         size = max(1, settings.DELIVERY_BATCH_SIZE)
-        calls = [([list(ids[i : i + size])], countdown) for i in range(0, len(ids), size)]
+        calls = [([list(ids[i : i + size])], when) for i in range(0, len(ids), size)]
     else:
-        calls = [([pk], countdown) for pk in ids]
+        calls = [([pk], when) for pk in ids]
     return _send(task_name, calls, len(ids))
 
 
-def publish_later(task_name: str, countdowns: Mapping[int, float]) -> bool:
-    """Publish one task per id, each due after its own countdown in seconds; False on failure."""
+def publish_later(task_name: str, due: Mapping[int, datetime]) -> bool:
+    """Publish one task per id, each due at its own time (an ETA); False on failure."""
     wrap = task_name in BATCHED
-    calls = [
-        ([[pk]] if wrap else [pk], max(delay, 0.0) or None) for pk, delay in countdowns.items()
-    ]
+    calls = [([[pk]] if wrap else [pk], {"eta": at}) for pk, at in due.items()]
     return _send(task_name, calls, len(calls))
 
 
-def _send(task_name: str, calls: list[tuple[list, float | None]], count: int) -> bool:
+def _send(task_name: str, calls: list[tuple[list, dict[str, Any]]], count: int) -> bool:
     if not calls:
         return True
     from corbi.celery import app
 
     try:
         with app.producer_or_acquire() as producer:
-            for args, countdown in calls:
-                app.send_task(task_name, args=args, countdown=countdown, producer=producer)
+            for args, options in calls:
+                app.send_task(task_name, args=args, producer=producer, **options)
     except Exception as exc:  # kombu/redis raise many types; the outbox makes this safe
         logger.warning(
             "Could not publish %d %s task(s) (%s); the sweeper will retry.",
