@@ -130,9 +130,10 @@ class Metrics:
         """Count one scheduled retry (corbi_retries_total)."""
         self._count("retries_total", provider, reason)
 
-    def rate_limit_deferred(self, provider: str, scope: str) -> None:
-        """Count one deferral (corbi_rate_limit_deferrals_total); scope is our_limit or provider_429."""
-        self._count("rate_limit_deferrals_total", provider, scope)
+    def rate_limit_deferred(self, provider: str, scope: str, count: int = 1) -> None:
+        """Count `count` deferrals (corbi_rate_limit_deferrals_total); scope is our_limit or
+        provider_429."""
+        self._count("rate_limit_deferrals_total", provider, scope, by=count)
 
     def worker_heartbeat(self, hostname: str) -> None:
         """Mark `hostname` as alive now (Redis server time)."""
@@ -159,9 +160,9 @@ class Metrics:
             for name, values in zip(names, pipe.execute(), strict=True)
         }
 
-    def _count(self, name: str, *labels: str) -> None:
+    def _count(self, name: str, *labels: str, by: int = 1) -> None:
         field = "|".join(map(_label, labels))
-        self._record(lambda: self._redis.hincrby(self._prefix + name, field, 1))
+        self._record(lambda: self._redis.hincrby(self._prefix + name, field, by))
 
     def _record(self, write: Callable[[], object]) -> None:
         now = time.monotonic()

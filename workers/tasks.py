@@ -25,9 +25,8 @@ from shared.services.messages import (
     DeliveryOutcome,
     message_deliver_batch,
     message_sweep,
-    message_unpublish,
 )
-from shared.services.outbox import DELIVER_MESSAGES, SYNC_BOOKING, publish, publish_later
+from shared.services.outbox import SYNC_BOOKING, publish
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def _follow_up(task_name: str, pk: int, outcome: DeliveryOutcome) -> None:
 
 @shared_task(name="workers.tasks.deliver_messages", ignore_result=True)
 def deliver_messages(message_ids: list[int]) -> dict[str, int]:
-    """Deliver a batch of outbound messages by id; reschedules those told to wait."""
+    """Deliver a batch of outbound messages by id (the service re-publishes those told to wait)."""
     try:
         outcomes = message_deliver_batch(
             message_ids=message_ids, limiter=limiter(), metrics=metrics(), executor=send_executor()
@@ -99,13 +98,6 @@ def deliver_messages(message_ids: list[int]) -> dict[str, int]:
             type(exc).__name__,
         )
         return {"deferred": len(message_ids)}
-    later = {
-        pk: outcome.due_at
-        for pk, outcome in outcomes.items()
-        if outcome.status == "deferred" and outcome.due_at is not None
-    }
-    if later and not publish_later(DELIVER_MESSAGES, later):
-        message_unpublish(list(later))
     return dict(Counter(outcome.status for outcome in outcomes.values()))
 
 

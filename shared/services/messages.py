@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, CharField, Count, F, Q, Value, When
+from django.db.models import Case, CharField, Count, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError, decrypt_token
@@ -32,7 +33,7 @@ from shared.models import (
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.ratelimit import Limit
 from shared.services.audit import audit_event_record
-from shared.services.outbox import DELIVER_MESSAGES, publish, publish_on_commit
+from shared.services.outbox import DELIVER_MESSAGES, publish, publish_later, publish_on_commit
 from shared.services.providers import integration_adapter
 from shared.validation import validate_destination
 
@@ -50,6 +51,9 @@ MAX_KEY_LENGTH = 128
 EARLY_TOLERANCE = timedelta(seconds=0.05)
 # ... and may use its booked rate-limit slot at most this late before booking a new one.
 SLOT_TOLERANCE = timedelta(seconds=0.1)
+# A slot booked at most this far ahead is used at once: a batch sends its messages together, and
+# deferred messages whose slots are closer than this run as one wave (one task).
+SEND_AHEAD = timedelta(seconds=0.1)
 
 
 # --- creation --------------------------------------------------------------------------------
@@ -395,11 +399,13 @@ def message_deliver_batch(
 ) -> dict[int, DeliveryOutcome]:
     """Deliver queued messages by id: rate-limit, claim, decrypt, call the provider, record.
 
-    Rows are claimed with a conditional update (queued → sending) under SKIP LOCKED, so two
-    deliveries of the same id cannot both call the provider. The batch costs a fixed number of
-    round trips (load, slots, claim, record); the provider calls run on `executor` when given,
-    else one after another. Credentials are decrypted here, once per integration per call, and
-    never leave this process. Returns each id's outcome: what the task should do next.
+    Rows are claimed with one conditional update (queued → sending), so two deliveries of the
+    same id cannot both call the provider. The batch costs a fixed number of round trips (load,
+    slots, deferrals, claim, record); the provider calls run on `executor` when given, else one
+    after another. Credentials are decrypted here, once per integration per call, and never
+    leave this process. A message told to wait (rate limit, 429, backoff) is published again,
+    due at its time; one waiting longer than MAX_COUNTDOWN_SECONDS is left to the sweeper.
+    Returns each id's outcome.
     """
     ids = list(dict.fromkeys(int(pk) for pk in message_ids))
     outcomes: dict[int, DeliveryOutcome] = {}
@@ -421,6 +427,9 @@ def message_deliver_batch(
         else:
             ready.append(message)
     ready = _take_slots(ready, now, limiter, metrics, outcomes)
+    # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
+    _publish_follow_ups(outcomes)
+    published = set(outcomes)
     claimed = _claim(ready, now)
     for message in ready:
         if message.pk not in claimed:
@@ -449,6 +458,7 @@ def message_deliver_batch(
                 metrics,
                 limiter=limiter,
             )
+    _publish_follow_ups({pk: o for pk, o in outcomes.items() if pk not in published})
     return outcomes
 
 
@@ -482,18 +492,63 @@ def _take_slots(
     delays = limiter.reserve_many(
         [message_limits(m, m.integration) for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
     )
-    waits = {m.pk: delay for m, delay in zip(need, delays, strict=True) if delay > 0.005}
-    for message in messages:
-        delay = waits.get(message.pk)
-        if delay is None:
-            continue
-        metrics.rate_limit_deferred(message.provider, "our_limit")
-        booked = delay <= settings.MAX_COUNTDOWN_SECONDS
-        slot = now + timedelta(seconds=delay) if booked else None
-        outcomes[message.pk] = _schedule(
-            message.pk, delay, now, expect=MessageStatus.QUEUED, rate_slot_at=slot
-        )
+    waits = {m.pk: d for m, d in zip(need, delays, strict=True) if d > SEND_AHEAD.total_seconds()}
+    if not waits:
+        return messages
+    for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
+        metrics.rate_limit_deferred(provider, "our_limit", count)
+    outcomes.update(_defer(waits, now))
     return [m for m in messages if m.pk not in waits]
+
+
+def _defer(waits: dict[int, float], now: datetime) -> dict[int, DeliveryOutcome]:
+    """Reschedule still-queued messages to their booked slots (seconds from `now`) in one update.
+
+    Slots less than SEND_AHEAD apart form one wave, run by one task at the wave's first slot, so
+    a busy limit costs a task per wave rather than per message. A slot beyond
+    MAX_COUNTDOWN_SECONDS is not booked: the row waits in the DB for the sweeper.
+    """
+    ahead = SEND_AHEAD.total_seconds()
+    slot = {pk: now + timedelta(seconds=delay) for pk, delay in waits.items()}
+    run_at = dict(slot)
+    booked: set[int] = set()
+    wave = -ahead
+    for pk, delay in sorted(waits.items(), key=lambda item: item[1]):
+        if delay > settings.MAX_COUNTDOWN_SECONDS:
+            continue
+        if delay >= wave + ahead:
+            wave = delay
+        run_at[pk] = now + timedelta(seconds=wave)
+        booked.add(pk)
+
+    def per_row(values: dict[int, datetime | None]) -> Case:
+        whens = [When(pk=pk, then=Value(value)) for pk, value in values.items()]
+        return Case(*whens, output_field=DateTimeField())
+
+    Message.objects.filter(pk__in=list(waits), status=MessageStatus.QUEUED).update(
+        next_attempt_at=per_row(run_at),
+        rate_slot_at=per_row({pk: slot[pk] if pk in booked else None for pk in waits}),
+        enqueued_at=per_row({pk: now if pk in booked else None for pk in waits}),
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    return {
+        pk: DeliveryOutcome("deferred", delay=(run_at[pk] - now).total_seconds(), due_at=run_at[pk])
+        if pk in booked
+        else DeliveryOutcome("deferred")
+        for pk in waits
+    }
+
+
+def _publish_follow_ups(outcomes: Mapping[int, DeliveryOutcome]) -> None:
+    """Publish a task for each deferred message, due at its time (unpublished on failure)."""
+    due = {
+        pk: o.due_at
+        for pk, o in outcomes.items()
+        if o.status == "deferred" and o.due_at is not None
+    }
+    if due and not publish_later(DELIVER_MESSAGES, due):
+        message_unpublish(list(due))
 
 
 def _claim(messages: list[Message], now: datetime) -> set[int]:

@@ -36,10 +36,21 @@ def publish(task_name: str, ids: Sequence[int], *, countdown: float | None = Non
 
 
 def publish_later(task_name: str, due: Mapping[int, datetime]) -> bool:
-    """Publish one task per id, each due at its own time (an ETA); False on failure."""
-    wrap = task_name in BATCHED
-    calls = [([[pk]] if wrap else [pk], {"eta": at}) for pk, at in due.items()]
-    return _send(task_name, calls, len(calls))
+    """Publish ids each due at its own time (an ETA); for a batched task, ids due at the same
+    time travel together. False on failure."""
+    groups: dict[datetime, list[int]] = {}
+    for pk, at in due.items():
+        groups.setdefault(at, []).append(pk)
+    if task_name in BATCHED:
+        size = max(1, settings.DELIVERY_BATCH_SIZE)
+        calls = [
+            ([ids[i : i + size]], {"eta": at})
+            for at, ids in groups.items()
+            for i in range(0, len(ids), size)
+        ]
+    else:
+        calls = [([pk], {"eta": at}) for at, ids in groups.items() for pk in ids]
+    return _send(task_name, calls, len(due))
 
 
 def _send(task_name: str, calls: list[tuple[list, dict[str, Any]]], count: int) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -330,3 +332,56 @@ def test_a_token_that_no_longer_decrypts_fails_only_its_own_integrations_message
         message.refresh_from_db()
         assert message.status == MessageStatus.SENT
     assert sorted(r["body"]["chat_id"] for r in sends(sandbox_client)) == ["5401", "5402"]
+
+
+@pytest.fixture
+def broker_queue():
+    """The broker's default queue (tests share Redis db 15 with the broker), emptied first."""
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    client.delete("corbi")
+    yield client
+    client.delete("corbi")
+
+
+def published(client) -> list[tuple[list[int], str]]:
+    """(ids, eta) of every deliver_messages task waiting in the broker queue."""
+    found = []
+    for raw in client.lrange("corbi", 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["headers"]["task"] == "workers.tasks.deliver_messages"
+        (ids,) = json.loads(base64.b64decode(envelope["body"]))[0]
+        found.append((ids, envelope["headers"]["eta"]))
+    return found
+
+
+def test_deferred_messages_with_close_slots_are_published_as_one_task_per_wave(
+    org, tools, sandbox_client, broker_queue
+):
+    # 20 msg/s: slots 50 ms apart. Slots within SEND_AHEAD (0.1 s) are sent at once; the others
+    # go out in waves of slots less than 0.1 s apart, one task each, due at the wave's first slot.
+    Integration.objects.filter(organization=org, provider="telegram").update(
+        extra={"rate_limit_per_second": 20}
+    )
+    messages = [queued(org, to=str(5600 + i)) for i in range(10)]
+    ids = [m.pk for m in messages]
+
+    outcomes = deliver_batch(ids, tools, 4)
+
+    sent = [pk for pk in ids if outcomes[pk].status == "sent"]
+    deferred = [pk for pk in ids if outcomes[pk].status == "deferred"]
+    assert len(sent) in (2, 3) and len(sent) + len(deferred) == 10
+    assert len(sends(sandbox_client)) == len(sent)
+    tasks = published(broker_queue)
+    assert sorted(pk for task_ids, _ in tasks for pk in task_ids) == sorted(deferred)
+    assert len(tasks) < len(deferred)  # waves, not one task per message
+    rows = Message.objects.in_bulk(deferred)
+    for task_ids, eta in tasks:
+        due = datetime.fromisoformat(eta)
+        for pk in task_ids:
+            row = rows[pk]
+            assert row.status == MessageStatus.QUEUED
+            assert row.next_attempt_at == due
+            assert timedelta(0) <= row.rate_slot_at - due < service.SEND_AHEAD
+    slots = sorted(row.rate_slot_at for row in rows.values())
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([0.05] * len(gaps), abs=0.01)  # booked at the limit's spacing
