@@ -1100,8 +1100,8 @@ def write_results(sections: list[tuple[str, str]], argv: list[str], runtime: flo
         "`task_send_sent_event=False`, and the same CLI pool, concurrency, prefetch multiplier, "
         "`--without-mingle --without-gossip`. Its task only POSTs sendMessage to the sandbox "
         "(one keep-alive session per thread) and INCRs a Redis counter, one task per message "
-        "published by this script. Ours publishes one task per `DELIVERY_BATCH_SIZE` (25) ids "
-        "from the API and makes the provider calls on `--concurrency` threads per worker process "
+        "published by this script. Ours publishes one fan-out task per bulk request from the API, "
+        "which a worker splits into tasks of `DELIVERY_BATCH_SIZE` (25) ids, and makes the provider calls on `--concurrency` threads per worker process "
         "(`DELIVERY_SEND_THREADS` unset), so both make at most the same number of provider "
         "calls at once.",
         "",

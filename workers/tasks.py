@@ -26,7 +26,7 @@ from shared.services.messages import (
     message_deliver_batch,
     message_sweep,
 )
-from shared.services.outbox import SYNC_BOOKING, publish
+from shared.services.outbox import DELIVER_MESSAGES, SYNC_BOOKING, publish
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,16 @@ def sync_booking(booking_pk: int) -> str:
     outcome = booking_sync(booking_pk=booking_pk)
     _follow_up(SYNC_BOOKING, booking_pk, outcome)
     return outcome.status
+
+
+@shared_task(name="workers.tasks.fan_out", ignore_result=True)
+def fan_out(task_name: str, ids: list[int]) -> int:
+    """Publish `ids` to `task_name` in its own task sizes (the API hands many over at once)."""
+    if task_name not in (DELIVER_MESSAGES, SYNC_BOOKING):
+        raise ValueError(f"fan_out does not publish {task_name!r}")
+    if not publish(task_name, ids, fan_out=False):
+        raise RuntimeError(f"could not publish {len(ids)} {task_name} task(s)")
+    return len(ids)
 
 
 @shared_task(name="workers.tasks.sweep_outbox", ignore_result=True)

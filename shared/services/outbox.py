@@ -14,24 +14,41 @@ logger = logging.getLogger(__name__)
 
 DELIVER_MESSAGES = "workers.tasks.deliver_messages"
 SYNC_BOOKING = "workers.tasks.sync_booking"
+FAN_OUT = "workers.tasks.fan_out"
+# More tasks than this in one publish travel as fan-out tasks of up to FAN_OUT_CHUNK ids, which
+# a worker splits: a 1,000-message bulk request then costs the API one publish, not 40.
+FAN_OUT_ABOVE = 4
+FAN_OUT_CHUNK = 1000
 # Tasks whose one argument is a list of ids, delivered together (DELIVERY_BATCH_SIZE at most).
 BATCHED = frozenset({DELIVER_MESSAGES})
 
 
-def publish(task_name: str, ids: Sequence[int], *, countdown: float | None = None) -> bool:
+def publish(
+    task_name: str,
+    ids: Sequence[int],
+    *,
+    countdown: float | None = None,
+    fan_out: bool = True,
+) -> bool:
     """Publish `ids` to `task_name` over one producer: batches of ids for a batched task, one
-    task per id otherwise. False if the broker failed.
+    task per id otherwise; many tasks' worth travels as fan-out tasks (unless `fan_out` is
+    False, as in the fan-out task itself). False if the broker failed.
 
     A failure is logged, not raised: the rows stay in the outbox and the sweeper publishes them.
     """
     if not ids:
         return True
+    ids = [int(pk) for pk in ids]
     when = {"countdown": countdown} if countdown else {}
     if task_name in BATCHED:
         size = max(1, settings.DELIVERY_BATCH_SIZE)
-        calls = [([list(ids[i : i + size])], when) for i in range(0, len(ids), size)]
+        calls = [([ids[i : i + size]], when) for i in range(0, len(ids), size)]
     else:
         calls = [([pk], when) for pk in ids]
+    if fan_out and not countdown and len(calls) > FAN_OUT_ABOVE:
+        chunks = range(0, len(ids), FAN_OUT_CHUNK)
+        calls = [([task_name, ids[i : i + FAN_OUT_CHUNK]], {}) for i in chunks]
+        return _send(FAN_OUT, calls, len(ids))
     return _send(task_name, calls, len(ids))
 
 

@@ -334,15 +334,6 @@ def test_a_token_that_no_longer_decrypts_fails_only_its_own_integrations_message
     assert sorted(r["body"]["chat_id"] for r in sends(sandbox_client)) == ["5401", "5402"]
 
 
-@pytest.fixture
-def broker_queue():
-    """The broker's default queue (tests share Redis db 15 with the broker), emptied first."""
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    client.delete("corbi")
-    yield client
-    client.delete("corbi")
-
-
 def published(client) -> list[tuple[list[int], str]]:
     """(ids, eta) of every deliver_messages task waiting in the broker queue."""
     found = []
