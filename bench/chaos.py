@@ -567,13 +567,20 @@ class Chaos(threading.Thread):
 
 
 def max_in_window(times: list[float], width: float = 1.0) -> int:
+    return busiest_window(times, width)[0]
+
+
+def busiest_window(times: list[float], width: float = 1.0) -> tuple[int, list[float]]:
+    """The most requests in any `width`-second window, and their times."""
     times = sorted(times)
-    best = j = 0
+    best, at = 0, (0, 0)
+    j = 0
     for i, t in enumerate(times):
         while times[j] <= t - width:
             j += 1
-        best = max(best, i - j + 1)
-    return best
+        if i - j + 1 > best:
+            best, at = i - j + 1, (j, i + 1)
+    return best, times[at[0] : at[1]]
 
 
 def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) -> dict:
@@ -680,8 +687,8 @@ def analyse(stack: Stack, orgs, chaos: Chaos, deadline_hit: bool, total: int) ->
             info["outage_requests"] = len(all_times)
             info["fault"] = fault
         # the whole run, any account: is the shared limiter holding?
-        info["run_max_per_account"] = max(
-            (max_in_window(t) for t in per_org_times[provider].values()), default=0
+        info["run_max_per_account"], info["run_max_times"] = max(
+            (busiest_window(t) for t in per_org_times[provider].values()), default=(0, [])
         )
         result["providers"][provider] = info
         result["total"].update(stats)
@@ -820,6 +827,14 @@ def report(
         "message.attempts > its MessageAttempt rows (an interrupted attempt)",
         "- req/s = most sandbox-recorded send requests (any status) in any sliding 1 s window; "
         "GCRA with burst 1 fits limit+1 into a closed 1 s window, so the check is <= limit + 1",
+        "- busiest 1 s window on one account, whole run: "
+        + "; ".join(
+            f"{p} at t+{times[0] - t0_wall:.2f} s ("
+            + ", ".join(f"+{t - times[0]:.2f}" for t in times)
+            + ")"
+            for p in PROVIDERS
+            if (times := res["providers"][p]["run_max_times"])
+        ),
         "- sandbox outcomes: "
         + "; ".join(
             f"{p}: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -51,9 +52,12 @@ MAX_KEY_LENGTH = 128
 EARLY_TOLERANCE = timedelta(seconds=0.05)
 # ... and may use its booked rate-limit slot at most this late before booking a new one.
 SLOT_TOLERANCE = timedelta(seconds=0.1)
-# A slot booked at most this far ahead is used at once: a batch sends its messages together, and
-# deferred messages whose slots are closer than this run as one wave (one task).
-SEND_AHEAD = timedelta(seconds=0.1)
+# A slot booked at most this far ahead is used at once ...
+SEND_NOW = timedelta(seconds=0.005)
+# ... and deferred messages whose slots are closer together than this run as one wave (one task
+# at the wave's first slot), so a busy limit (10/s and more) costs a task per wave, not per
+# message. Slower limits' slots are further apart: each is its own wave, never sent early.
+WAVE = timedelta(seconds=0.1)
 
 
 # --- creation --------------------------------------------------------------------------------
@@ -387,7 +391,9 @@ class _Sent:
     elapsed: float = 0.0
     provider_id: str = ""
     error: ProviderError | None = None
-    released: bool = False  # not sent: its lease ran short while it waited for a send thread
+    # Not sent, because it waited for a send thread until its lease ran short ("lease") or its
+    # rate-limit slot was more than SLOT_TOLERANCE past ("slot").
+    released: str = ""
 
 
 def message_deliver_batch(
@@ -411,10 +417,9 @@ def message_deliver_batch(
     outcomes: dict[int, DeliveryOutcome] = {}
     rows = Message.objects.select_related("integration").in_bulk(ids)
     now = timezone.now()
+    clock = time.monotonic()  # `now` on the monotonic clock
     # The lease counts from `now`, so a call may start until the lease minus one whole call.
-    start_by = (
-        time.monotonic() + settings.DELIVERY_LEASE_SECONDS - settings.PROVIDER_TIMEOUT_SECONDS
-    )
+    start_by = clock + settings.DELIVERY_LEASE_SECONDS - settings.PROVIDER_TIMEOUT_SECONDS
     ready: list[Message] = []
     for pk in ids:
         message = rows.get(pk)
@@ -426,7 +431,7 @@ def message_deliver_batch(
             outcomes[pk] = _fail_unclaimed(message, now, *unusable)
         else:
             ready.append(message)
-    ready = _take_slots(ready, now, limiter, metrics, outcomes)
+    ready, slot_ends = _take_slots(ready, now, clock, limiter, metrics, outcomes)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     _publish_follow_ups(outcomes)
     published = set(outcomes)
@@ -434,18 +439,28 @@ def message_deliver_batch(
     for message in ready:
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
-    sends = _send_all([m for m in ready if m.pk in claimed], executor, start_by)
+    deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
+    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines, limiter)
     outcomes.update(_record_sent(sends, metrics))
-    released = [s.message.pk for s in sends if s.released]
+    released = [s for s in sends if s.released]
     if released:
         logger.warning(
-            "%d message(s) waited too long for a send thread and were re-queued unsent; "
-            "the worker has more claimed work than DELIVERY_SEND_THREADS can send in a lease.",
+            "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
+            "and were re-queued unsent: the worker has more claimed work than its send threads "
+            "(DELIVERY_SEND_THREADS) can start in time.",
             len(released),
+            sum(s.released == "lease" for s in released),
+            sum(s.released == "slot" for s in released),
         )
-        for pk in released:
-            outcomes[pk] = _schedule(
-                pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, attempts=F("attempts") - 1
+        for sent in released:
+            if sent.released == "slot":
+                metrics.rate_limit_deferred(sent.message.provider, "our_limit")
+            outcomes[sent.message.pk] = _schedule(
+                sent.message.pk,
+                0.0,
+                timezone.now(),
+                expect=MessageStatus.SENDING,
+                attempts=F("attempts") - 1,
             )
     for sent in sends:
         if sent.error is not None:
@@ -479,46 +494,64 @@ def _unusable(message: Message) -> tuple[str, str] | None:
 def _take_slots(
     messages: list[Message],
     now: datetime,
+    clock: float,
     limiter: Any,
     metrics: Any,
     outcomes: dict[int, DeliveryOutcome],
-) -> list[Message]:
-    """The messages whose rate-limit slot is now; the others are rescheduled to their slot.
+) -> tuple[list[Message], dict[int, float]]:
+    """The messages whose rate-limit slot is now, and for each limited one the monotonic time
+    after which its slot is too old to use; the others are rescheduled to their slots.
 
-    A booked slot is used only on time: a task that runs late (a backlog) books a new one, so
-    late tasks cannot burst above the limit together. Raises redis.RedisError.
+    A booked slot is used only on time (at most SLOT_TOLERANCE late): a task or a send that
+    runs late books a new one, so late sends cannot burst above the limit together.
+    Raises redis.RedisError.
     """
-    need = [m for m in messages if m.rate_slot_at is None or now - m.rate_slot_at > SLOT_TOLERANCE]
-    delays = limiter.reserve_many(
-        [message_limits(m, m.integration) for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
-    )
-    waits = {m.pk: d for m, d in zip(need, delays, strict=True) if d > SEND_AHEAD.total_seconds()}
-    if not waits:
-        return messages
-    for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
-        metrics.rate_limit_deferred(provider, "our_limit", count)
-    outcomes.update(_defer(waits, now))
-    return [m for m in messages if m.pk not in waits]
+    tolerance = SLOT_TOLERANCE.total_seconds()
+    slot_ends: dict[int, float] = {}
+    need: list[Message] = []
+    for m in messages:
+        if m.rate_slot_at is None or now - m.rate_slot_at > SLOT_TOLERANCE:
+            need.append(m)
+        else:
+            slot_ends[m.pk] = clock + (m.rate_slot_at - now).total_seconds() + tolerance
+    limits = [message_limits(m, m.integration) for m in need]
+    delays = limiter.reserve_many(limits, max_wait=settings.MAX_COUNTDOWN_SECONDS)
+    waits: dict[int, float] = {}
+    for m, its_limits, delay in zip(need, limits, delays, strict=True):
+        if delay > SEND_NOW.total_seconds():
+            waits[m.pk] = delay
+        elif any(limit.rate and limit.rate > 0 for limit in its_limits):
+            slot_ends[m.pk] = clock + delay + tolerance
+    if waits:
+        for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
+            metrics.rate_limit_deferred(provider, "our_limit", count)
+        keys = {m.pk: its[0].key for m, its in zip(need, limits, strict=True)}
+        outcomes.update(_defer(waits, keys, now))
+    return [m for m in messages if m.pk not in waits], slot_ends
 
 
-def _defer(waits: dict[int, float], now: datetime) -> dict[int, DeliveryOutcome]:
+def _defer(
+    waits: dict[int, float], limit_keys: dict[int, str], now: datetime
+) -> dict[int, DeliveryOutcome]:
     """Reschedule still-queued messages to their booked slots (seconds from `now`) in one update.
 
-    Slots less than SEND_AHEAD apart form one wave, run by one task at the wave's first slot, so
-    a busy limit costs a task per wave rather than per message. A slot beyond
+    Slots of one limit (`limit_keys`) less than WAVE apart form one wave, run by one task at the
+    wave's first slot, so a busy limit costs a task per wave rather than per message; a slower
+    limit's slots are further apart, so each runs at its own slot. A slot beyond
     MAX_COUNTDOWN_SECONDS is not booked: the row waits in the DB for the sweeper.
     """
-    ahead = SEND_AHEAD.total_seconds()
+    ahead = WAVE.total_seconds()
     slot = {pk: now + timedelta(seconds=delay) for pk, delay in waits.items()}
     run_at = dict(slot)
     booked: set[int] = set()
-    wave = -ahead
+    wave: dict[str, float] = {}
     for pk, delay in sorted(waits.items(), key=lambda item: item[1]):
         if delay > settings.MAX_COUNTDOWN_SECONDS:
             continue
-        if delay >= wave + ahead:
-            wave = delay
-        run_at[pk] = now + timedelta(seconds=wave)
+        key = limit_keys[pk]
+        if delay >= wave.get(key, -ahead) + ahead:
+            wave[key] = delay
+        run_at[pk] = now + timedelta(seconds=wave[key])
         booked.add(pk)
 
     def per_row(values: dict[int, datetime | None]) -> Case:
@@ -580,7 +613,12 @@ def _claim(messages: list[Message], now: datetime) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _send_all(messages: list[Message], executor: Executor | None, start_by: float) -> list[_Sent]:
+def _send_all(
+    messages: list[Message],
+    executor: Executor | None,
+    deadlines: dict[int, tuple[float, float]],
+    limiter: Any,
+) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
     tokens: dict[int, str | ProviderError] = {}
     for message in messages:
@@ -592,24 +630,41 @@ def _send_all(messages: list[Message], executor: Executor | None, start_by: floa
                 tokens[integration.pk] = ProviderError(
                     str(exc), kind="credentials", provider=message.provider
                 )
-    # A call starts only while a whole call still fits the lease (`start_by`), so the sweeper
-    # never hands a message to another worker while this one may still send it.
-    jobs = [partial(_send_one, m, tokens[m.integration_id], start_by) for m in messages]
+    # A call starts only while a whole call still fits the lease, so the sweeper never hands a
+    # message to another worker while this one may still send it, and only while its rate-limit
+    # slot is fresh or the limit has room at that moment (`deadlines`).
+    jobs = [
+        partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], limiter) for m in messages
+    ]
     if executor is None or len(jobs) < 2:
         return [job() for job in jobs]
     return list(executor.map(_call, jobs))
+
+
+def _room_now(message: Message, limiter: Any) -> bool:
+    """Whether every limit of `message` allows one more send right now (taking it if so)."""
+    try:
+        return limiter.acquire(message_limits(message, message.integration)) == 0.0
+    except redis.RedisError:
+        return False
 
 
 def _call(job: Callable[[], _Sent]) -> _Sent:
     return job()
 
 
-def _send_one(message: Message, token: str | ProviderError, start_by: float) -> _Sent:
-    """One provider call; touches no database, so it may run on any thread."""
+def _send_one(
+    message: Message, token: str | ProviderError, lease_by: float, slot_by: float, limiter: Any
+) -> _Sent:
+    """One provider call, if it starts within its lease and its rate-limit slot (or the limit
+    has room when it starts late); touches no database, so it may run on any thread."""
     sent = _Sent(message=message, number=message.attempts + 1, started=timezone.now())
     started = time.monotonic()
-    if started > start_by:
-        sent.released = True
+    if started > lease_by:
+        sent.released = "lease"
+        return sent
+    if started > slot_by and not _room_now(message, limiter):
+        sent.released = "slot"
         return sent
     try:
         if isinstance(token, ProviderError):
