@@ -54,9 +54,8 @@ EARLY_TOLERANCE = timedelta(seconds=0.05)
 SLOT_TOLERANCE = timedelta(seconds=0.1)
 # A slot booked at most this far ahead is used at once ...
 SEND_NOW = timedelta(seconds=0.005)
-# ... and deferred messages whose slots are closer together than this run as one wave (one task
-# at the wave's first slot), so a busy limit (10/s and more) costs a task per wave, not per
-# message. Slower limits' slots are further apart: each is its own wave, never sent early.
+# ... and deferred messages whose slots are close together run as one wave (one task at the
+# wave's first slot), each at most min(WAVE, a quarter of its limit's spacing) early.
 WAVE = timedelta(seconds=0.1)
 
 
@@ -525,33 +524,46 @@ def _take_slots(
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, "our_limit", count)
-        keys = {m.pk: its[0].key for m, its in zip(need, limits, strict=True)}
-        outcomes.update(_defer(waits, keys, now))
+        early = {m.pk: _early_allowance(its) for m, its in zip(need, limits, strict=True)}
+        outcomes.update(_defer(waits, early, now))
     return [m for m in messages if m.pk not in waits], slot_ends
 
 
+def _early_allowance(limits: list[Limit]) -> float:
+    """How early (s) a deferred send may use its slot, so that it can share a task (a wave).
+
+    A quarter of the limit's spacing, so a send early by this and another late by
+    SLOT_TOLERANCE still fit limit + 1 in any second; WAVE once the spacing is shorter than
+    WAVE (10/s and up), where the lateness tolerance already allows more. Never early under a
+    per-destination limit (Telegram's chat), whose margin to the provider's limit is smaller.
+    """
+    if len(limits) != 1 or not limits[0].rate or limits[0].rate <= 0:
+        return 0.0
+    spacing = 1.0 / limits[0].rate
+    wave = WAVE.total_seconds()
+    return wave if spacing <= wave else spacing / 4
+
+
 def _defer(
-    waits: dict[int, float], limit_keys: dict[int, str], now: datetime
+    waits: dict[int, float], early: dict[int, float], now: datetime
 ) -> dict[int, DeliveryOutcome]:
     """Reschedule still-queued messages to their booked slots (seconds from `now`) in one update.
 
-    Slots of one limit (`limit_keys`) less than WAVE apart form one wave, run by one task at the
-    wave's first slot, so a busy limit costs a task per wave rather than per message; a slower
-    limit's slots are further apart, so each runs at its own slot. A slot beyond
-    MAX_COUNTDOWN_SECONDS is not booked: the row waits in the DB for the sweeper.
+    Slots close together form one wave, run by one task at the wave's first slot, so a busy
+    batch costs a task per wave rather than per message: a message joins a wave that starts at
+    most `early[pk]` seconds before its own slot. A slot beyond MAX_COUNTDOWN_SECONDS is not
+    booked: the row waits in the DB for the sweeper.
     """
-    ahead = WAVE.total_seconds()
     slot = {pk: now + timedelta(seconds=delay) for pk, delay in waits.items()}
     run_at = dict(slot)
     booked: set[int] = set()
-    wave: dict[str, float] = {}
+    wave = -math.inf
     for pk, delay in sorted(waits.items(), key=lambda item: item[1]):
         if delay > settings.MAX_COUNTDOWN_SECONDS:
             continue
-        key = limit_keys[pk]
-        if delay >= wave.get(key, -ahead) + ahead:
-            wave[key] = delay
-        run_at[pk] = now + timedelta(seconds=wave[key])
+        if delay - wave > early[pk]:
+            wave = delay
+        run_at[pk] = now + timedelta(seconds=wave)
         booked.add(pk)
 
     def per_row(values: dict[int, datetime | None]) -> Case:
