@@ -439,7 +439,7 @@ def message_deliver_batch(
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
     deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
-    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines, limiter)
+    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines)
     outcomes.update(_record_sent(sends, metrics))
     released = [s for s in sends if s.released]
     if released:
@@ -629,7 +629,6 @@ def _send_all(
     messages: list[Message],
     executor: Executor | None,
     deadlines: dict[int, tuple[float, float]],
-    limiter: Any,
 ) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
     tokens: dict[int, str | ProviderError] = {}
@@ -643,22 +642,20 @@ def _send_all(
                     str(exc), kind="credentials", provider=message.provider
                 )
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
-    # message to another worker while this one may still send it, and only while its rate-limit
-    # slot is fresh or the limit has room at that moment (`deadlines`).
-    jobs = [
-        partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], limiter) for m in messages
-    ]
+    # message to another worker while this one may still send it; and only while its rate-limit
+    # slot is fresh (`deadlines`), unless its account's limit is at least as many sends a second
+    # as there are send threads, so that every thread starting a late send at once still fits
+    # one second's worth of the limit.
+    threads = getattr(executor, "_max_workers", 1)  # ThreadPoolExecutor's size
+    jobs = []
+    for m in messages:
+        lease_by, slot_by = deadlines[m.pk]
+        rate = message_limits(m, m.integration)[0].rate or math.inf
+        late_ok = rate >= threads
+        jobs.append(partial(_send_one, m, tokens[m.integration_id], lease_by, slot_by, late_ok))
     if executor is None or len(jobs) < 2:
         return [job() for job in jobs]
     return list(executor.map(_call, jobs))
-
-
-def _room_now(message: Message, limiter: Any) -> bool:
-    """Whether every limit of `message` allows one more send right now (taking it if so)."""
-    try:
-        return limiter.acquire(message_limits(message, message.integration)) == 0.0
-    except redis.RedisError:
-        return False
 
 
 def _call(job: Callable[[], _Sent]) -> _Sent:
@@ -666,16 +663,16 @@ def _call(job: Callable[[], _Sent]) -> _Sent:
 
 
 def _send_one(
-    message: Message, token: str | ProviderError, lease_by: float, slot_by: float, limiter: Any
+    message: Message, token: str | ProviderError, lease_by: float, slot_by: float, late_ok: bool
 ) -> _Sent:
-    """One provider call, if it starts within its lease and its rate-limit slot (or the limit
-    has room when it starts late); touches no database, so it may run on any thread."""
+    """One provider call, if it starts within its lease and its rate-limit slot (or `late_ok`);
+    touches no database, so it may run on any thread."""
     sent = _Sent(message=message, number=message.attempts + 1, started=timezone.now())
     started = time.monotonic()
     if started > lease_by:
         sent.released = "lease"
         return sent
-    if started > slot_by and not _room_now(message, limiter):
+    if started > slot_by and not late_ok:
         sent.released = "slot"
         return sent
     try:
