@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -51,31 +50,24 @@ def metrics() -> Metrics:
     return Metrics.from_url(settings.REDIS_URL)
 
 
-_pool: dict[str, Any] = {"size": 0, "executor": None}
-_pool_lock = threading.Lock()
+_worker = {"concurrency": 0}
 
 
 @celeryd_after_setup.connect
 def _worker_concurrency(sender: object = None, instance: Any = None, **kwargs: object) -> None:
-    _pool["size"] = int(getattr(instance, "concurrency", 0) or 0)
+    _worker["concurrency"] = int(getattr(instance, "concurrency", 0) or 0)
 
 
+@lru_cache(maxsize=1)
 def send_executor() -> ThreadPoolExecutor:
     """This process's threads for provider calls: DELIVERY_SEND_THREADS, else the worker's
     --concurrency, so a batch task sends as many messages at once as the pool runs tasks."""
-    executor = _pool["executor"]
-    if executor is None:
-        with _pool_lock:
-            executor = _pool["executor"]
-            if executor is None:
-                size = (
-                    settings.DELIVERY_SEND_THREADS
-                    or _pool["size"]
-                    or settings.CELERY_WORKER_CONCURRENCY
-                )
-                executor = ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="send")
-                _pool["executor"] = executor
-    return executor
+    size = (
+        settings.DELIVERY_SEND_THREADS
+        or _worker["concurrency"]
+        or settings.CELERY_WORKER_CONCURRENCY
+    )
+    return ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="send")
 
 
 def _follow_up(task_name: str, pk: int, outcome: DeliveryOutcome) -> None:

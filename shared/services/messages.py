@@ -441,26 +441,7 @@ def message_deliver_batch(
     deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
     sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines)
     outcomes.update(_record_sent(sends, metrics))
-    released = [s for s in sends if s.released]
-    if released:
-        logger.warning(
-            "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
-            "and were re-queued unsent: the worker has more claimed work than its send threads "
-            "(DELIVERY_SEND_THREADS) can start in time.",
-            len(released),
-            sum(s.released == "lease" for s in released),
-            sum(s.released == "slot" for s in released),
-        )
-        for sent in released:
-            if sent.released == "slot":
-                metrics.rate_limit_deferred(sent.message.provider, "our_limit")
-            outcomes[sent.message.pk] = _schedule(
-                sent.message.pk,
-                0.0,
-                timezone.now(),
-                expect=MessageStatus.SENDING,
-                attempts=F("attempts") - 1,
-            )
+    outcomes.update(_requeue_released([s for s in sends if s.released], metrics))
     for sent in sends:
         if sent.error is not None:
             outcomes[sent.message.pk] = _record_error(
@@ -473,6 +454,32 @@ def message_deliver_batch(
                 limiter=limiter,
             )
     _publish_follow_ups({pk: o for pk, o in outcomes.items() if pk not in published})
+    return outcomes
+
+
+def _requeue_released(released: list[_Sent], metrics: Any) -> dict[int, DeliveryOutcome]:
+    """Put claimed messages that were never sent back in the queue, due now, attempt undone."""
+    if not released:
+        return {}
+    logger.warning(
+        "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
+        "and were re-queued unsent: the worker has more claimed work than its send threads "
+        "(DELIVERY_SEND_THREADS) can start in time.",
+        len(released),
+        sum(s.released == "lease" for s in released),
+        sum(s.released == "slot" for s in released),
+    )
+    outcomes = {}
+    for sent in released:
+        if sent.released == "slot":
+            metrics.rate_limit_deferred(sent.message.provider, "our_limit")
+        outcomes[sent.message.pk] = _schedule(
+            sent.message.pk,
+            0.0,
+            timezone.now(),
+            expect=MessageStatus.SENDING,
+            attempts=F("attempts") - 1,
+        )
     return outcomes
 
 

@@ -39,12 +39,7 @@ def publish(
     if not ids:
         return True
     ids = [int(pk) for pk in ids]
-    when = {"countdown": countdown} if countdown else {}
-    if task_name in BATCHED:
-        size = max(1, settings.DELIVERY_BATCH_SIZE)
-        calls = [([ids[i : i + size]], when) for i in range(0, len(ids), size)]
-    else:
-        calls = [([pk], when) for pk in ids]
+    calls = _calls(task_name, ids, {"countdown": countdown} if countdown else {})
     if fan_out and not countdown and len(calls) > FAN_OUT_ABOVE:
         chunks = range(0, len(ids), FAN_OUT_CHUNK)
         calls = [([task_name, ids[i : i + FAN_OUT_CHUNK]], {}) for i in chunks]
@@ -58,16 +53,18 @@ def publish_later(task_name: str, due: Mapping[int, datetime]) -> bool:
     groups: dict[datetime, list[int]] = {}
     for pk, at in due.items():
         groups.setdefault(at, []).append(pk)
+    calls = [call for at, ids in groups.items() for call in _calls(task_name, ids, {"eta": at})]
+    return _send(task_name, calls, len(due))
+
+
+def _calls(
+    task_name: str, ids: list[int], options: dict[str, Any]
+) -> list[tuple[list, dict[str, Any]]]:
+    """(args, options) per task: batches of DELIVERY_BATCH_SIZE ids for a batched task."""
     if task_name in BATCHED:
         size = max(1, settings.DELIVERY_BATCH_SIZE)
-        calls = [
-            ([ids[i : i + size]], {"eta": at})
-            for at, ids in groups.items()
-            for i in range(0, len(ids), size)
-        ]
-    else:
-        calls = [([pk], {"eta": at}) for at, ids in groups.items() for pk in ids]
-    return _send(task_name, calls, len(due))
+        return [([ids[i : i + size]], options) for i in range(0, len(ids), size)]
+    return [([pk], options) for pk in ids]
 
 
 def _send(task_name: str, calls: list[tuple[list, dict[str, Any]]], count: int) -> bool:
