@@ -881,7 +881,7 @@ def section_queries(ctx: Ctx) -> str:
         message_deliver_batch,
     )
     from shared.services.providers import integration_adapter
-    from workers.tasks import send_executor
+    from workers.tasks import send_executor, send_threads
 
     ctx.fresh()
     org = Organization.objects.get(pk=ctx.org_id)
@@ -909,6 +909,7 @@ def section_queries(ctx: Ctx) -> str:
             limiter=RateLimiter(r),
             metrics=Metrics.from_url(REDIS_URL),
             executor=send_executor(),
+            send_threads=send_threads(),
         )
         wall = (time.perf_counter() - t0) * 1000
     assert all(o.status == "sent" for o in outcomes.values()), outcomes

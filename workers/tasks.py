@@ -58,8 +58,7 @@ def _worker_concurrency(sender: object = None, instance: Any = None, **kwargs: o
     _worker["concurrency"] = int(getattr(instance, "concurrency", 0) or 0)
 
 
-@lru_cache(maxsize=1)
-def send_executor() -> ThreadPoolExecutor:
+def send_threads() -> int:
     """This process's threads for provider calls: DELIVERY_SEND_THREADS, else the worker's
     --concurrency, so a batch task sends as many messages at once as the pool runs tasks."""
     size = (
@@ -67,7 +66,13 @@ def send_executor() -> ThreadPoolExecutor:
         or _worker["concurrency"]
         or settings.CELERY_WORKER_CONCURRENCY
     )
-    return ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="send")
+    return max(1, size)
+
+
+@lru_cache(maxsize=1)
+def send_executor() -> ThreadPoolExecutor:
+    """The thread pool of `send_threads()` threads that runs this process's provider calls."""
+    return ThreadPoolExecutor(max_workers=send_threads(), thread_name_prefix="send")
 
 
 def _follow_up(task_name: str, pk: int, outcome: DeliveryOutcome) -> None:
@@ -80,7 +85,11 @@ def deliver_messages(message_ids: list[int]) -> dict[str, int]:
     """Deliver a batch of outbound messages by id (the service re-publishes those told to wait)."""
     try:
         outcomes = message_deliver_batch(
-            message_ids=message_ids, limiter=limiter(), metrics=metrics(), executor=send_executor()
+            message_ids=message_ids,
+            limiter=limiter(),
+            metrics=metrics(),
+            executor=send_executor(),
+            send_threads=send_threads(),
         )
     except redis.RedisError as exc:
         # The limiter is unreachable: the rows stay queued and the sweeper re-enqueues them.

@@ -401,13 +401,15 @@ def message_deliver_batch(
     limiter: Any,
     metrics: Any,
     executor: Executor | None = None,
+    send_threads: int = 1,
 ) -> dict[int, DeliveryOutcome]:
     """Deliver queued messages by id: rate-limit, claim, decrypt, call the provider, record.
 
     Rows are claimed with one conditional update (queued → sending), so two deliveries of the
     same id cannot both call the provider. The batch costs a fixed number of round trips (load,
     slots, deferrals, claim, record); the provider calls run on `executor` when given, else one
-    after another. Credentials are decrypted here, once per integration per call, and never
+    after another (`send_threads`: how many calls `executor` runs at once). Credentials are
+    decrypted here, once per integration per call, and never
     leave this process. A message told to wait (rate limit, 429, backoff) is published again,
     due at its time; one waiting longer than MAX_COUNTDOWN_SECONDS is left to the sweeper.
     Returns each id's outcome.
@@ -439,7 +441,7 @@ def message_deliver_batch(
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
     deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
-    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines)
+    sends = _send_all([m for m in ready if m.pk in claimed], executor, send_threads, deadlines)
     outcomes.update(_record_sent(sends, metrics))
     outcomes.update(_requeue_released([s for s in sends if s.released], metrics))
     for sent in sends:
@@ -635,6 +637,7 @@ def _claim(messages: list[Message], now: datetime) -> set[int]:
 def _send_all(
     messages: list[Message],
     executor: Executor | None,
+    threads: int,
     deadlines: dict[int, tuple[float, float]],
 ) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
@@ -653,7 +656,6 @@ def _send_all(
     # slot is fresh (`deadlines`), unless its account's limit is at least as many sends a second
     # as there are send threads, so that every thread starting a late send at once still fits
     # one second's worth of the limit.
-    threads = getattr(executor, "_max_workers", 1)  # ThreadPoolExecutor's size
     jobs = []
     for m in messages:
         lease_by, slot_by = deadlines[m.pk]

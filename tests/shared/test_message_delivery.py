@@ -198,7 +198,11 @@ def deliver_batch(ids, tools, threads):
     limiter, metrics = tools
     with ThreadPoolExecutor(threads) as executor:
         return message_deliver_batch(
-            message_ids=ids, limiter=limiter, metrics=metrics, executor=executor
+            message_ids=ids,
+            limiter=limiter,
+            metrics=metrics,
+            executor=executor,
+            send_threads=threads,
         )
 
 
