@@ -432,7 +432,7 @@ def message_deliver_batch(
             outcomes[pk] = _fail_unclaimed(message, now, *unusable)
         else:
             ready.append(message)
-    ready, slot_ends = _take_slots(ready, now, clock, limiter, metrics, outcomes)
+    ready, slot_ends = _take_slots(ready, now, clock, limiter, metrics, outcomes, send_threads)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     _publish_follow_ups(outcomes)
     published = set(outcomes)
@@ -441,7 +441,7 @@ def message_deliver_batch(
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
     deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
-    sends = _send_all([m for m in ready if m.pk in claimed], executor, send_threads, deadlines)
+    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines)
     outcomes.update(_record_sent(sends, metrics))
     outcomes.update(_requeue_released([s for s in sends if s.released], metrics))
     for sent in sends:
@@ -506,34 +506,47 @@ def _take_slots(
     limiter: Any,
     metrics: Any,
     outcomes: dict[int, DeliveryOutcome],
+    send_threads: int,
 ) -> tuple[list[Message], dict[int, float]]:
-    """The messages whose rate-limit slot is now, and for each limited one the monotonic time
-    after which its slot is too old to use; the others are rescheduled to their slots.
+    """The messages whose rate-limit slot is now, and for those whose send must not start late
+    the monotonic time after which their slot is too old to use; the others are rescheduled to
+    their slots.
 
     A booked slot is used only on time (at most SLOT_TOLERANCE late): a task or a send that
-    runs late books a new one, so late sends cannot burst above the limit together.
+    runs late books a new one, so late sends cannot burst above the limit together. A send
+    may start late only when its account's limit is at least as many sends a second as there
+    are send threads: every thread starting a late send at once still fits a second's worth.
     Raises redis.RedisError.
     """
     tolerance = SLOT_TOLERANCE.total_seconds()
+    limits = {m.pk: message_limits(m, m.integration) for m in messages}
+
+    def strict(pk: int) -> bool:
+        its = limits[pk]
+        return any(lim.rate and lim.rate > 0 for lim in its) and (
+            (its[0].rate or math.inf) < send_threads
+        )
+
     slot_ends: dict[int, float] = {}
     need: list[Message] = []
     for m in messages:
         if m.rate_slot_at is None or now - m.rate_slot_at > SLOT_TOLERANCE:
             need.append(m)
-        else:
+        elif strict(m.pk):
             slot_ends[m.pk] = clock + (m.rate_slot_at - now).total_seconds() + tolerance
-    limits = [message_limits(m, m.integration) for m in need]
-    delays = limiter.reserve_many(limits, max_wait=settings.MAX_COUNTDOWN_SECONDS)
+    delays = limiter.reserve_many(
+        [limits[m.pk] for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
+    )
     waits: dict[int, float] = {}
-    for m, its_limits, delay in zip(need, limits, delays, strict=True):
+    for m, delay in zip(need, delays, strict=True):
         if delay > SEND_NOW.total_seconds():
             waits[m.pk] = delay
-        elif any(limit.rate and limit.rate > 0 for limit in its_limits):
+        elif strict(m.pk):
             slot_ends[m.pk] = clock + delay + tolerance
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, "our_limit", count)
-        early = {m.pk: _early_allowance(its) for m, its in zip(need, limits, strict=True)}
+        early = {pk: _early_allowance(limits[pk]) for pk in waits}
         outcomes.update(_defer(waits, early, now))
     return [m for m in messages if m.pk not in waits], slot_ends
 
@@ -637,7 +650,6 @@ def _claim(messages: list[Message], now: datetime) -> set[int]:
 def _send_all(
     messages: list[Message],
     executor: Executor | None,
-    threads: int,
     deadlines: dict[int, tuple[float, float]],
 ) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
@@ -652,16 +664,9 @@ def _send_all(
                     str(exc), kind="credentials", provider=message.provider
                 )
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
-    # message to another worker while this one may still send it; and only while its rate-limit
-    # slot is fresh (`deadlines`), unless its account's limit is at least as many sends a second
-    # as there are send threads, so that every thread starting a late send at once still fits
-    # one second's worth of the limit.
-    jobs = []
-    for m in messages:
-        lease_by, slot_by = deadlines[m.pk]
-        rate = message_limits(m, m.integration)[0].rate or math.inf
-        late_ok = rate >= threads
-        jobs.append(partial(_send_one, m, tokens[m.integration_id], lease_by, slot_by, late_ok))
+    # message to another worker while this one may still send it, and only while its rate-limit
+    # slot is fresh when it must not start late (`deadlines`, see _take_slots).
+    jobs = [partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk]) for m in messages]
     if executor is None or len(jobs) < 2:
         return [job() for job in jobs]
     return list(executor.map(_call, jobs))
@@ -672,16 +677,16 @@ def _call(job: Callable[[], _Sent]) -> _Sent:
 
 
 def _send_one(
-    message: Message, token: str | ProviderError, lease_by: float, slot_by: float, late_ok: bool
+    message: Message, token: str | ProviderError, lease_by: float, slot_by: float
 ) -> _Sent:
-    """One provider call, if it starts within its lease and its rate-limit slot (or `late_ok`);
-    touches no database, so it may run on any thread."""
+    """One provider call, if it starts by both monotonic deadlines; touches no database, so it
+    may run on any thread."""
     sent = _Sent(message=message, number=message.attempts + 1, started=timezone.now())
     started = time.monotonic()
     if started > lease_by:
         sent.released = "lease"
         return sent
-    if started > slot_by and not late_ok:
+    if started > slot_by:
         sent.released = "slot"
         return sent
     try:
