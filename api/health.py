@@ -1,4 +1,4 @@
-"""GET /health/: database, migrations (and later broker and workers) in one JSON answer."""
+"""GET /health/: database, migrations, broker, workers and stored tokens in one JSON answer."""
 
 from __future__ import annotations
 
@@ -46,6 +46,23 @@ def _workers() -> str:
     return "ok" if seen else "error: no worker answered recently"
 
 
+def _tokens() -> str:
+    """Whether a connected integration's token was found not to decrypt (a dropped FERNET_KEY)."""
+    from shared.models import Integration
+
+    try:
+        broken = Integration.objects.filter(is_active=True, key_unavailable_at__isnull=False)
+        count = broken.count()
+    except Exception as exc:  # the database check reports why
+        return f"error: {type(exc).__name__}"
+    if count:
+        return (
+            f"error: {count} integration token(s) do not decrypt with any FERNET_KEY; "
+            "restore the FERNET_KEY that encrypted them (their deliveries wait until then)"
+        )
+    return "ok"
+
+
 def health_checks() -> tuple[bool, dict[str, Any]]:
     """(healthy, body) for the health endpoint."""
     database, pending = _database()
@@ -54,6 +71,7 @@ def health_checks() -> tuple[bool, dict[str, Any]]:
         "pending_migrations": pending,
         "broker": _broker(),
         "workers": _workers(),
+        "tokens": _tokens(),
     }
     failing = [name for name, value in body.items() if value not in ("ok", [])]
     # The web cannot serve without its database; without a broker or workers it still accepts

@@ -30,3 +30,15 @@ class Conflict(ServiceError):
     """The request conflicts with the current state (e.g. provider not connected)."""
 
     code = "conflict"
+
+
+class Unavailable(ServiceError):
+    """The service cannot do this until an operator fixes its configuration (HTTP 503)."""
+
+    code = "unavailable"
+
+
+class TokenUndecryptable(Unavailable):
+    """A stored provider token does not decrypt with any configured FERNET_KEY."""
+
+    code = "token_undecryptable"

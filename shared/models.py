@@ -74,6 +74,9 @@ class Integration(models.Model):
     credentials_rejected_at = models.DateTimeField(null=True, blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True, default="")
+    # Set while the stored token decrypts with no FERNET_KEY (an operator dropped its key):
+    # sends are refused with 503 and queued work waits, instead of failing as rejected.
+    key_unavailable_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -137,7 +140,7 @@ class Message(models.Model):
     status = models.CharField(
         max_length=16, choices=MessageStatus.choices, default=MessageStatus.QUEUED
     )
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # provider calls started
     retries = models.PositiveIntegerField(default=0)
     provider_message_id = models.CharField(max_length=128, blank=True, default="")
     last_error = models.CharField(max_length=500, blank=True, default="")
@@ -149,6 +152,9 @@ class Message(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     rate_slot_at = models.DateTimeField(null=True, blank=True)
+    # When the current claim's provider call started (NULL = claimed, call not started): only a
+    # started call counts in `attempts`, so only it can count as interrupted by a crash.
+    send_started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)

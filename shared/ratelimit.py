@@ -10,12 +10,20 @@ All keys of one call must live on one Redis node (a single instance, or one hash
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
+
+# The rates the script can represent: intervals of 1 µs to 1,000 s, so every TAT, tolerance and
+# expiry stays a small exact integer. Any other positive rate is clamped into this range.
+MIN_RATE = 0.001
+MAX_RATE = 1_000_000.0
+# The longest wait or pause (a year): longer ones, even infinite, are clamped to it.
+MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 
 # Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
 # stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
@@ -56,7 +64,8 @@ return delay
 
 @dataclass(frozen=True)
 class Limit:
-    """At most `rate` events per second on `key`, allowing `burst` at once; rate None or <= 0 means no limit."""
+    """At most `rate` events per second on `key`, allowing `burst` at once; rate None or <= 0 means
+    no limit, and other rates are clamped to [MIN_RATE, MAX_RATE] (NaN: MIN_RATE)."""
 
     key: str
     rate: float | None
@@ -84,11 +93,12 @@ class RateLimiter:
 
     def reserve_many(
         self, requests: Sequence[Sequence[Limit]], *, max_wait: float = 300.0
-    ) -> list[float]:
+    ) -> list[float | Exception]:
         """`reserve` for several events in one round trip, booked in order (a batch of sends).
 
-        Each element of the result is what `reserve` would have returned for that event.
-        Raises redis.RedisError if Redis is unreachable."""
+        Each element of the result is what `reserve` would have returned for that event, or
+        the error Redis answered for that event alone (e.g. a key holding another type): one
+        bad key never fails the others. Raises redis.RedisError if Redis is unreachable."""
         calls = [self._args("reserve", limits, max_wait=max_wait) for limits in requests]
         pending = [call for call in calls if call is not None]
         if not pending:
@@ -96,8 +106,8 @@ class RateLimiter:
         pipe = self._redis.pipeline(transaction=False)
         for keys, args in pending:
             self._script(keys=keys, args=args, client=pipe)
-        answers = iter(pipe.execute())
-        return [0.0 if call is None else int(next(answers)) / 1_000_000 for call in calls]
+        answers = iter(pipe.execute(raise_on_error=False))
+        return [0.0 if call is None else _seconds(next(answers)) for call in calls]
 
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds` (the provider said wait): every other
@@ -117,16 +127,29 @@ class RateLimiter:
         self, mode: str, limits: Sequence[Limit], *, max_wait: float
     ) -> tuple[list[str], list[object]] | None:
         """The script's KEYS and ARGV for one call, or None when no limit is active."""
-        active = [limit for limit in limits if limit.rate is not None and limit.rate > 0]
+        # `not rate <= 0` keeps NaN: it is clamped like any other bad rate, never "no limit".
+        active = [limit for limit in limits if limit.rate is not None and not limit.rate <= 0]
         if not active:
             return None
         keys = [self._prefix + limit.key for limit in active]
         if len(set(keys)) != len(keys):
             raise ValueError("each key may appear only once per call")
-        args: list[object] = [mode, round(max_wait * 1_000_000)]
+        args: list[object] = [mode, round(_bounded(max_wait, 0.0, MAX_WAIT_SECONDS) * 1_000_000)]
         for limit in active:
             if limit.burst < 1:
                 raise ValueError(f"burst must be >= 1, got {limit.burst}")
-            interval = max(1, round(1_000_000 / limit.rate))
+            interval = round(1_000_000 / _bounded(float(limit.rate or 0), MIN_RATE, MAX_RATE))
             args += [interval, (limit.burst - 1) * interval]
         return keys, args
+
+
+def _bounded(value: float, low: float, high: float) -> float:
+    """`value` clamped to [low, high]; NaN becomes `low` (the most cautious rate)."""
+    return low if math.isnan(value) else min(max(value, low), high)
+
+
+def _seconds(answer: Any) -> float | Exception:
+    """One pipelined script answer in seconds, or the error it returned."""
+    if isinstance(answer, Exception):
+        return answer
+    return int(answer) / 1_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +21,12 @@ from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Booking, BookingStatus, Integration, Organization, Provider
 from shared.providers.base import ProviderError
 from shared.providers.google_calendar import GoogleCalendar
-from shared.services.messages import DeliveryOutcome, backoff_seconds
+from shared.services.keys import ensure_token_decrypts
+from shared.services.messages import KEY_UNAVAILABLE_TEXT, DeliveryOutcome, backoff_seconds
 from shared.services.outbox import SYNC_BOOKING, publish, publish_on_commit
 from shared.services.providers import integration_adapter
+
+logger = logging.getLogger(__name__)
 
 BOOKING_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_ATTENDEES = 50
@@ -129,7 +133,7 @@ def _validate(booking_id: str, data: Any) -> dict[str, Any]:
 def booking_upsert(*, organization: Organization, booking_id: str, data: Any) -> Booking:
     """Create or update a booking and enqueue its calendar sync (202 semantics)."""
     fields = _validate(booking_id, data)
-    _calendar(organization)
+    ensure_token_decrypts(_calendar(organization))
     now = timezone.now()
     with transaction.atomic():
         booking, created = Booking.objects.select_for_update().get_or_create(
@@ -162,7 +166,7 @@ def booking_cancel(*, organization: Organization, booking_id: str) -> Booking:
         )
         if booking is None:
             raise NotFound("Booking not found.")
-        _calendar(organization)
+        ensure_token_decrypts(_calendar(organization))
         booking.cancelled = True
         _requeue(booking, timezone.now())
         booking.save()
@@ -235,13 +239,33 @@ def booking_sync(*, booking_pk: int) -> DeliveryOutcome:
             )
     except Conflict as exc:
         error = ProviderError(exc.message, kind="permanent", provider=Provider.GOOGLE_CALENDAR)
-    except TokenDecryptionError as exc:
-        error = ProviderError(str(exc), kind="credentials", provider=Provider.GOOGLE_CALENDAR)
+    except TokenDecryptionError:
+        return _hold_for_key(booking, now)
     except ProviderError as exc:
         error = exc
     else:
         error = None
     return _finish(booking, now, error)
+
+
+def _hold_for_key(booking: Booking, now: datetime) -> DeliveryOutcome:
+    """The calendar token does not decrypt: an operator must restore the FERNET_KEY. The booking
+    waits pending (this attempt undone) and the sweeper re-checks it every SWEEPER_GRACE_SECONDS."""
+    logger.error(
+        "Booking %s held: the google_calendar token of organization %s does not decrypt with any "
+        "FERNET_KEY; restore the FERNET_KEY that encrypted it.",
+        booking.pk,
+        booking.organization_id,
+    )
+    Booking.objects.filter(pk=booking.pk, status=BookingStatus.SYNCING).update(
+        status=BookingStatus.PENDING,
+        attempts=F("attempts") - 1,
+        last_error=KEY_UNAVAILABLE_TEXT,
+        next_attempt_at=now + timedelta(seconds=settings.SWEEPER_GRACE_SECONDS),
+        enqueued_at=None,
+        lease_expires_at=None,
+    )
+    return DeliveryOutcome("deferred", reason="key_unavailable")
 
 
 def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> DeliveryOutcome:

@@ -1,13 +1,61 @@
-"""Key rotation for stored tokens."""
+"""Stored-token keys: whether a token still decrypts (a dropped FERNET_KEY), and key rotation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import transaction
+from django.utils import timezone
 
-from shared.crypto import TokenDecryptionError, is_current, rotate_ciphertext
+from shared.crypto import TokenDecryptionError, decrypt_token, is_current, rotate_ciphertext
+from shared.errors import TokenUndecryptable
 from shared.models import Integration
+
+
+def integration_key_state_record(
+    integration: Integration, *, available: bool, now: datetime | None = None
+) -> None:
+    """Record whether the integration's token decrypts (`key_unavailable_at`), writing only
+    when that changes, so the usual case costs nothing. /health/ and the API read the flag."""
+    if available == (integration.key_unavailable_at is None):
+        return
+    value = None if available else (now or timezone.now())
+    Integration.objects.filter(pk=integration.pk).update(key_unavailable_at=value)
+    integration.key_unavailable_at = value
+
+
+def integration_token(integration: Integration) -> str:
+    """The decrypted token, recording whether it decrypts; raises TokenDecryptionError when no
+    FERNET_KEY decrypts it (an operator problem: the key that encrypted it was dropped)."""
+    try:
+        token = decrypt_token(integration.token_encrypted)
+    except TokenDecryptionError:
+        integration_key_state_record(integration, available=False)
+        raise
+    integration_key_state_record(integration, available=True)
+    return token
+
+
+def ensure_token_decrypts(integration: Integration) -> None:
+    """Raise TokenUndecryptable (HTTP 503) when the integration's stored token decrypts with no
+    FERNET_KEY, naming the cause and never a key or the token."""
+    if not integration.token_encrypted:
+        return
+    try:
+        integration_token(integration)
+    except TokenDecryptionError:
+        raise TokenUndecryptable(
+            f"{integration.provider} cannot send right now: its stored token does not decrypt "
+            "with any configured FERNET_KEY. An operator must restore the FERNET_KEY that "
+            "encrypted it; nothing was queued.",
+            errors={
+                "provider": [
+                    f"token_undecryptable: the stored {integration.provider} token does not "
+                    "decrypt with any configured FERNET_KEY."
+                ]
+            },
+        ) from None
 
 
 @dataclass
@@ -49,7 +97,12 @@ def integration_tokens_rotate(*, batch_size: int = 200) -> RotationResult:
                     new = rotate_ciphertext(row)
                 except TokenDecryptionError:
                     result.failed_ids.append(pk)
+                    Integration.objects.filter(pk=pk, key_unavailable_at__isnull=True).update(
+                        key_unavailable_at=timezone.now()
+                    )
                     continue
-                Integration.objects.filter(pk=pk).update(token_encrypted=new)
+                Integration.objects.filter(pk=pk).update(
+                    token_encrypted=new, key_unavailable_at=None
+                )
                 result.rotated += 1
     return result

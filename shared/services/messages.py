@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -19,9 +21,10 @@ import redis
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, CharField, Count, DateTimeField, F, Q, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from shared.crypto import TokenDecryptionError, decrypt_token
+from shared.crypto import TokenDecryptionError
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import (
     Integration,
@@ -34,7 +37,13 @@ from shared.models import (
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.ratelimit import Limit
 from shared.services.audit import audit_event_record
-from shared.services.outbox import DELIVER_MESSAGES, publish, publish_later, publish_on_commit
+from shared.services.keys import ensure_token_decrypts, integration_token
+from shared.services.outbox import (
+    DELIVER_MESSAGES,
+    publish_groups,
+    publish_later,
+    publish_on_commit,
+)
 from shared.services.providers import integration_adapter
 from shared.validation import validate_destination
 
@@ -57,6 +66,11 @@ SEND_NOW = timedelta(seconds=0.005)
 # ... and deferred messages whose slots are close together run as one wave (one task at the
 # wave's first slot), each at most min(WAVE, a quarter of its limit's spacing) early.
 WAVE = timedelta(seconds=0.1)
+KEY_UNAVAILABLE_TEXT = (
+    "Waiting for the encryption key: the stored token does not decrypt with any configured "
+    "FERNET_KEY. An operator must restore the FERNET_KEY that encrypted it; delivery resumes "
+    "then."
+)
 
 
 # --- creation --------------------------------------------------------------------------------
@@ -131,6 +145,8 @@ def _active_integrations(organization: Organization, providers: set[str]) -> dic
             f"{missing[0]} is not connected for this organization; connect it before sending.",
             errors={"provider": [f"{p} is not connected or inactive." for p in missing]},
         )
+    for provider in sorted(found):
+        ensure_token_decrypts(found[provider])
     return found
 
 
@@ -285,6 +301,7 @@ def message_retry(*, organization: Organization, message_id: int) -> Message:
         integration = message.integration
         if not integration.is_active or not integration.token_encrypted:
             raise Conflict(f"{message.provider} is not connected for this organization.")
+        ensure_token_decrypts(integration)
         now = timezone.now()
         message.status = MessageStatus.QUEUED
         message.retries = 0
@@ -329,10 +346,9 @@ class DeliveryOutcome:
 
 def message_limits(message: Message, integration: Integration) -> list[Limit]:
     """The shared limits a send must fit: per (org, provider), plus per chat for Telegram."""
-    rate = integration.extra.get("rate_limit_per_second") or settings.RATE_LIMITS.get(
-        message.provider
-    )
-    limits = [Limit(key=f"{message.provider}:org:{message.organization_id}", rate=float(rate or 0))]
+    extra = integration.extra if isinstance(integration.extra, dict) else {}
+    rate = _configured_rate(extra.get("rate_limit_per_second"), message.provider)
+    limits = [Limit(key=f"{message.provider}:org:{message.organization_id}", rate=rate)]
     if message.provider == Provider.TELEGRAM:
         chat = hashlib.sha256(message.to.encode()).hexdigest()[:16]
         chat_rate = (
@@ -342,6 +358,15 @@ def message_limits(message: Message, integration: Integration) -> list[Limit]:
         )
         limits.append(Limit(key=f"telegram:chat:{integration.pk}:{chat}", rate=chat_rate))
     return limits
+
+
+def _configured_rate(value: Any, provider: str) -> float:
+    """The integration's own rate when it is a positive finite number, else the provider's
+    default: a value stored before validation bounded it must not break or lift the limit."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if value > 0:
+            return float(value)
+    return float(settings.RATE_LIMITS.get(provider) or 0)
 
 
 def backoff_seconds(retries: int) -> float:
@@ -391,7 +416,8 @@ class _Sent:
     provider_id: str = ""
     error: ProviderError | None = None
     # Not sent, because it waited for a send thread until its lease ran short ("lease") or its
-    # rate-limit slot was more than SLOT_TOLERANCE past ("slot").
+    # rate-limit slot was more than SLOT_TOLERANCE past ("slot"), or because its start could not
+    # be recorded as this claim's ("lost": the row is no longer ours).
     released: str = ""
 
 
@@ -403,16 +429,15 @@ def message_deliver_batch(
     executor: Executor | None = None,
     send_threads: int = 1,
 ) -> dict[int, DeliveryOutcome]:
-    """Deliver queued messages by id: rate-limit, claim, decrypt, call the provider, record.
+    """Deliver queued messages by id: decrypt, rate-limit, claim, call the provider, record.
 
     Rows are claimed with one conditional update (queued → sending), so two deliveries of the
-    same id cannot both call the provider. The batch costs a fixed number of round trips (load,
-    slots, deferrals, claim, record); the provider calls run on `executor` when given, else one
-    after another (`send_threads`: how many calls `executor` runs at once). Credentials are
-    decrypted here, once per integration per call, and never
-    leave this process. A message told to wait (rate limit, 429, backoff) is published again,
-    due at its time; one waiting longer than MAX_COUNTDOWN_SECONDS is left to the sweeper.
-    Returns each id's outcome.
+    same id cannot both call the provider; a call counts as an attempt once it starts (one
+    UPDATE per group of calls starting together). Besides those, the batch costs a fixed number
+    of round trips; the calls run on `executor` when given, else one after another
+    (`send_threads`: how many calls `executor` runs at once). A message told to wait (rate
+    limit, 429, backoff) is published again, due at its time; one waiting longer than
+    MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper. Returns each outcome.
     """
     ids = list(dict.fromkeys(int(pk) for pk in message_ids))
     outcomes: dict[int, DeliveryOutcome] = {}
@@ -432,16 +457,20 @@ def message_deliver_batch(
             outcomes[pk] = _fail_unclaimed(message, now, *unusable)
         else:
             ready.append(message)
+    tokens = _decrypt_tokens(ready, now, outcomes)
+    ready = [m for m in ready if m.integration_id in tokens]
     ready, slot_ends = _take_slots(ready, now, clock, limiter, metrics, outcomes, send_threads)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     _publish_follow_ups(outcomes)
     published = set(outcomes)
-    claimed = _claim(ready, now)
+    lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    claimed = _claim(ready, now, lease)
     for message in ready:
         if message.pk not in claimed:
             outcomes[message.pk] = DeliveryOutcome("skipped", reason="claimed elsewhere")
     deadlines = {pk: (start_by, slot_ends.get(pk, math.inf)) for pk in claimed}
-    sends = _send_all([m for m in ready if m.pk in claimed], executor, deadlines)
+    jobs = [m for m in ready if m.pk in claimed]
+    sends = _send_all(jobs, tokens, executor, deadlines, partial(_mark_started, lease=lease))
     outcomes.update(_record_sent(sends, metrics))
     outcomes.update(_requeue_released([s for s in sends if s.released], metrics))
     for sent in sends:
@@ -460,9 +489,16 @@ def message_deliver_batch(
 
 
 def _requeue_released(released: list[_Sent], metrics: Any) -> dict[int, DeliveryOutcome]:
-    """Put claimed messages that were never sent back in the queue, due now, attempt undone."""
+    """Put claimed messages that were never sent back in the queue, due now (no call started,
+    so `attempts` never counted them)."""
+    outcomes = {
+        s.message.pk: DeliveryOutcome("skipped", reason="claimed elsewhere")
+        for s in released
+        if s.released == "lost"
+    }
+    released = [s for s in released if s.released != "lost"]
     if not released:
-        return {}
+        return outcomes
     logger.warning(
         "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
         "and were re-queued unsent: the worker has more claimed work than its send threads "
@@ -471,18 +507,58 @@ def _requeue_released(released: list[_Sent], metrics: Any) -> dict[int, Delivery
         sum(s.released == "lease" for s in released),
         sum(s.released == "slot" for s in released),
     )
-    outcomes = {}
     for sent in released:
         if sent.released == "slot":
             metrics.rate_limit_deferred(sent.message.provider, "our_limit")
         outcomes[sent.message.pk] = _schedule(
-            sent.message.pk,
-            0.0,
-            timezone.now(),
-            expect=MessageStatus.SENDING,
-            attempts=F("attempts") - 1,
+            sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING
         )
     return outcomes
+
+
+def _decrypt_tokens(
+    messages: list[Message], now: datetime, outcomes: dict[int, DeliveryOutcome]
+) -> dict[int, str]:
+    """The decrypted token of each integration of `messages` that decrypts, by integration id
+    (once per integration per batch; it never leaves this process). The messages of the others
+    are held for the key (`_hold_for_key`), their outcomes added to `outcomes`."""
+    tokens: dict[int, str] = {}
+    failed: set[int] = set()
+    for message in messages:
+        pk = message.integration_id
+        if pk in tokens or pk in failed:
+            continue
+        try:
+            tokens[pk] = integration_token(message.integration)
+        except TokenDecryptionError:
+            failed.add(pk)
+    outcomes.update(_hold_for_key([m for m in messages if m.integration_id in failed], now))
+    return tokens
+
+
+def _hold_for_key(messages: list[Message], now: datetime) -> dict[int, DeliveryOutcome]:
+    """Keep messages whose integration token does not decrypt queued, unclaimed and marked
+    key_unavailable: the operator must restore the FERNET_KEY that encrypted it. The sweeper
+    re-checks them every SWEEPER_GRACE_SECONDS (never a tight loop) and sends them once it can.
+    """
+    if not messages:
+        return {}
+    logger.error(
+        "%d message(s) held: the stored token of integration(s) %s does not decrypt with any "
+        "FERNET_KEY; restore the FERNET_KEY that encrypted it.",
+        len(messages),
+        sorted({m.integration_id for m in messages}),
+    )
+    Message.objects.filter(pk__in=[m.pk for m in messages], status=MessageStatus.QUEUED).update(
+        next_attempt_at=now + timedelta(seconds=settings.SWEEPER_GRACE_SECONDS),
+        enqueued_at=None,
+        rate_slot_at=None,
+        last_error=KEY_UNAVAILABLE_TEXT,
+        error_kind="key_unavailable",
+        error_code="token_undecryptable",
+        updated_at=now,
+    )
+    return {m.pk: DeliveryOutcome("deferred", reason="key_unavailable") for m in messages}
 
 
 def _unusable(message: Message) -> tuple[str, str] | None:
@@ -534,11 +610,15 @@ def _take_slots(
             need.append(m)
         elif strict(m.pk):
             slot_ends[m.pk] = clock + (m.rate_slot_at - now).total_seconds() + tolerance
-    delays = limiter.reserve_many(
+    answers = limiter.reserve_many(
         [limits[m.pk] for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
     )
+    broken = {m.pk: a for m, a in zip(need, answers, strict=True) if isinstance(a, Exception)}
+    outcomes.update(_limiter_failed([m for m in need if m.pk in broken], broken, now, metrics))
     waits: dict[int, float] = {}
-    for m, delay in zip(need, delays, strict=True):
+    for m, delay in zip(need, answers, strict=True):
+        if isinstance(delay, Exception):
+            continue
         if delay > SEND_NOW.total_seconds():
             waits[m.pk] = delay
         elif strict(m.pk):
@@ -548,7 +628,39 @@ def _take_slots(
             metrics.rate_limit_deferred(provider, "our_limit", count)
         early = {pk: _early_allowance(limits[pk]) for pk in waits}
         outcomes.update(_defer(waits, early, now))
-    return [m for m in messages if m.pk not in waits], slot_ends
+    return [m for m in messages if m.pk not in waits and m.pk not in broken], slot_ends
+
+
+def _limiter_failed(
+    messages: list[Message], errors: dict[int, Exception], now: datetime, metrics: Any
+) -> dict[int, DeliveryOutcome]:
+    """Messages whose own rate-limit check failed (only theirs: the rest of the batch goes on)
+    are retried with backoff like a transient error, then failed, each showing why."""
+    outcomes: dict[int, DeliveryOutcome] = {}
+    for message in messages:
+        error = errors[message.pk]
+        logger.warning(
+            "Rate limit check failed for message %s (%s: %s).",
+            message.pk,
+            type(error).__name__,
+            str(error)[:200],
+        )
+        text = f"The rate limiter could not check this integration's limit ({type(error).__name__})"
+        if message.retries + 1 >= settings.DELIVERY_MAX_RETRIES:
+            outcomes[message.pk] = _fail_unclaimed(message, now, text, "transient", "rate_limiter")
+            continue
+        metrics.retry_scheduled(message.provider, "rate_limiter")
+        outcomes[message.pk] = _schedule(
+            message.pk,
+            backoff_seconds(message.retries + 1),
+            now,
+            expect=MessageStatus.QUEUED,
+            retries=F("retries") + 1,
+            last_error=text + "; retrying.",
+            error_kind="transient",
+            error_code="rate_limiter",
+        )
+    return outcomes
 
 
 def _early_allowance(limits: list[Limit]) -> float:
@@ -588,9 +700,10 @@ def _defer(
         run_at[pk] = now + timedelta(seconds=wave)
         booked.add(pk)
 
-    def per_row(values: dict[int, datetime | None]) -> Case:
+    def per_row(values: dict[int, datetime | None]) -> Cast:
         whens = [When(pk=pk, then=Value(value)) for pk, value in values.items()]
-        return Case(*whens, output_field=DateTimeField())
+        # Cast: a CASE of only NULLs (no slot booked) would otherwise be typed as text.
+        return Cast(Case(*whens, output_field=DateTimeField()), DateTimeField())
 
     Message.objects.filter(pk__in=list(waits), status=MessageStatus.QUEUED).update(
         next_attempt_at=per_row(run_at),
@@ -618,80 +731,190 @@ def _publish_follow_ups(outcomes: Mapping[int, DeliveryOutcome]) -> None:
         message_unpublish(list(due))
 
 
-def _claim(messages: list[Message], now: datetime) -> set[int]:
+def _claim(messages: list[Message], now: datetime, lease: datetime) -> set[int]:
     """Claim the still-queued rows among `messages` (queued → sending, with a lease) in one
-    conditional UPDATE ... RETURNING; returns the ids this call claimed."""
-    if not messages:
+    conditional UPDATE ... RETURNING; returns the ids this call claimed. A claim is not an
+    attempt: `attempts` counts a call only once it starts (`_mark_started`)."""
+    return _update_returning(
+        [m.pk for m in messages],
+        {"status": MessageStatus.SENDING.value, "lease_expires_at": lease, "updated_at": now},
+        clear=("rate_slot_at", "send_started_at"),
+        where={"status": MessageStatus.QUEUED.value},
+    )
+
+
+def _mark_started(ids: list[int], *, lease: datetime) -> set[int]:
+    """Record that the provider calls of `ids` start now (one UPDATE for the group), only for
+    rows still under this batch's claim; returns the ids that may be sent."""
+    now = timezone.now()
+    return _update_returning(
+        ids,
+        {"send_started_at": now, "updated_at": now},
+        increment="attempts",
+        where={"status": MessageStatus.SENDING.value, "lease_expires_at": lease},
+    )
+
+
+def _update_returning(
+    ids: list[int],
+    values: dict[str, Any],
+    *,
+    where: dict[str, Any],
+    clear: Sequence[str] = (),
+    increment: str = "",
+) -> set[int]:
+    """UPDATE the rows `ids` matching `where` in one statement; returns the ids it changed."""
+    if not ids:
         return set()
     connection = connections[Message.objects.db]
     qn = connection.ops.quote_name
     column = {f.name: qn(f.column) for f in Message._meta.concrete_fields}
-    lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
-    marks = ", ".join(["%s"] * len(messages))
+
+    def adapt(value: Any) -> Any:
+        return (
+            connection.ops.adapt_datetimefield_value(value)
+            if isinstance(value, datetime)
+            else value
+        )
+
+    sets = [f"{column[name]} = %s" for name in values] + [f"{column[n]} = NULL" for n in clear]
+    if increment:
+        sets.append(f"{column[increment]} = {column[increment]} + 1")
+    conditions = "".join(f" AND {column[name]} = %s" for name in where)
+    marks = ", ".join(["%s"] * len(ids))
     # Only quoted names from the model's own metadata are formatted in; values are parameters.
     sql = (
-        f"UPDATE {qn(Message._meta.db_table)} SET {column['status']} = %s, "  # noqa: S608
-        f"{column['attempts']} = {column['attempts']} + 1, {column['lease_expires_at']} = %s, "
-        f"{column['rate_slot_at']} = NULL, {column['updated_at']} = %s "
-        f"WHERE {column['id']} IN ({marks}) AND {column['status']} = %s RETURNING {column['id']}"
+        f"UPDATE {qn(Message._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {column['id']} IN ({marks}){conditions} RETURNING {column['id']}"
     )
-    params = [
-        MessageStatus.SENDING.value,
-        connection.ops.adapt_datetimefield_value(lease),
-        connection.ops.adapt_datetimefield_value(now),
-        *(m.pk for m in messages),
-        MessageStatus.QUEUED.value,
-    ]
+    params = [*map(adapt, values.values()), *ids, *map(adapt, where.values())]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
 
 
+class _StartGate:
+    """Lets a provider call start only once its start is recorded (`mark`), so a crash counts
+    as an interruption only for a call that may have reached the provider.
+
+    A send thread asks when it picks its message up; the task thread, which owns the database
+    connection, writes every request waiting at that moment in one UPDATE and then lets them
+    go. Without an executor (`inline`) each send marks its own start.
+    """
+
+    def __init__(self, mark: Callable[[list[int]], set[int]], *, inline: bool) -> None:
+        self._mark = mark
+        self._inline = inline
+        self._requests: queue.SimpleQueue[tuple[int, threading.Event] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._allowed: set[int] = set()
+        self._closed = False
+
+    def enter(self, pk: int) -> bool:
+        """Send thread: wait until the start of `pk` is recorded; False if it must not start."""
+        if self._inline:
+            return pk in self._mark([pk])
+        event = threading.Event()
+        with self._lock:
+            if self._closed:
+                return False
+            self._requests.put((pk, event))
+        event.wait()
+        with self._lock:
+            return pk in self._allowed
+
+    def leave(self) -> None:
+        """Send thread: this job is over, sent or not."""
+        if not self._inline:
+            self._requests.put(None)
+
+    def serve(self, jobs: int) -> None:
+        """Task thread: record starts, a group at a time, until `jobs` jobs have left."""
+        pending: list[tuple[int, threading.Event]] = []
+        left = 0
+        try:
+            while left < jobs:
+                items = [self._requests.get(), *self._drain()]
+                left += items.count(None)
+                pending = [item for item in items if item is not None]
+                if pending:
+                    self._release(pending, self._mark([pk for pk, _ in pending]))
+                    pending = []
+        finally:
+            with self._lock:
+                self._closed = True
+            # The task thread is leaving (an error): no waiting send may start any more.
+            self._release([*pending, *(i for i in self._drain() if i is not None)], set())
+
+    def _drain(self) -> list[tuple[int, threading.Event] | None]:
+        items = []
+        while True:
+            try:
+                items.append(self._requests.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _release(self, waiting: list[tuple[int, threading.Event]], allowed: set[int]) -> None:
+        with self._lock:
+            self._allowed |= allowed
+        for _, event in waiting:
+            event.set()
+
+
 def _send_all(
     messages: list[Message],
+    tokens: dict[int, str],
     executor: Executor | None,
     deadlines: dict[int, tuple[float, float]],
+    mark: Callable[[list[int]], set[int]],
 ) -> list[_Sent]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
-    tokens: dict[int, str | ProviderError] = {}
-    for message in messages:
-        integration = message.integration
-        if integration.pk not in tokens:
-            try:
-                tokens[integration.pk] = decrypt_token(integration.token_encrypted)
-            except TokenDecryptionError as exc:
-                tokens[integration.pk] = ProviderError(
-                    str(exc), kind="credentials", provider=message.provider
-                )
+    inline = executor is None or len(messages) < 2
+    gate = _StartGate(mark, inline=inline)
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
     # message to another worker while this one may still send it, and only while its rate-limit
     # slot is fresh when it must not start late (`deadlines`, see _take_slots).
-    jobs = [partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk]) for m in messages]
-    if executor is None or len(jobs) < 2:
+    jobs = [
+        partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], gate) for m in messages
+    ]
+    if inline or executor is None:
         return [job() for job in jobs]
-    return list(executor.map(_call, jobs))
-
-
-def _call(job: Callable[[], _Sent]) -> _Sent:
-    return job()
+    futures: list[Future[_Sent]] = []
+    try:
+        futures.extend(executor.submit(job) for job in jobs)
+    finally:  # serve the jobs that were submitted, even if a submit failed
+        gate.serve(len(futures))
+    return [future.result() for future in futures]
 
 
 def _send_one(
-    message: Message, token: str | ProviderError, lease_by: float, slot_by: float
+    message: Message, token: str, lease_by: float, slot_by: float, gate: _StartGate
 ) -> _Sent:
-    """One provider call, if it starts by both monotonic deadlines; touches no database, so it
-    may run on any thread."""
+    """One provider call, if it starts by both monotonic deadlines and its start is recorded
+    (`gate`); touches no database unless the gate is inline, so it may run on any thread."""
+    try:
+        return _send_started(message, token, lease_by, slot_by, gate)
+    finally:
+        gate.leave()
+
+
+def _send_started(
+    message: Message, token: str, lease_by: float, slot_by: float, gate: _StartGate
+) -> _Sent:
     sent = _Sent(message=message, number=message.attempts + 1, started=timezone.now())
-    started = time.monotonic()
-    if started > lease_by:
+    now = time.monotonic()
+    if now > lease_by:
         sent.released = "lease"
         return sent
-    if started > slot_by:
+    if now > slot_by:
         sent.released = "slot"
         return sent
+    if not gate.enter(message.pk):
+        sent.released = "lost"
+        return sent
+    sent.started = timezone.now()
+    started = time.monotonic()
     try:
-        if isinstance(token, ProviderError):
-            raise token
         adapter = integration_adapter(message.integration, token=token)
         sent.provider_id = adapter.send(
             OutboundMessage(
@@ -841,16 +1064,20 @@ def _record_error(
     return DeliveryOutcome("failed", reason=error.kind)
 
 
-def _fail_unclaimed(message: Message, now: datetime, text: str, kind: str) -> DeliveryOutcome:
+def _fail_unclaimed(
+    message: Message, now: datetime, text: str, kind: str, code: str = ""
+) -> DeliveryOutcome:
     updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
         status=MessageStatus.FAILED,
         failed_at=now,
         last_error=text[:500],
         error_kind=kind,
+        error_code=code,
         updated_at=now,
     )
     if updated:
-        _audit_failed(message, ProviderError(text, kind=kind, provider=message.provider))
+        error = ProviderError(text, kind=kind, provider=message.provider, code=code or None)
+        _audit_failed(message, error)
     return DeliveryOutcome("failed", reason=kind)
 
 
@@ -889,9 +1116,12 @@ def _audit_failed(message: Message, error: ProviderError) -> None:
 def message_sweep(*, limit: int = 5000) -> list[int]:
     """Re-enqueue what the broker lost: stale queued rows, unpublished rows and expired leases.
 
-    A row in `sending` past its lease was interrupted mid-attempt (a worker killed): it goes
-    back to `queued` and the gap in its attempt numbers shows that it may have been sent twice.
-    A row interrupted DELIVERY_MAX_INTERRUPTIONS times (a poison message) fails instead.
+    A row in `sending` past its lease was interrupted (a worker killed): it goes back to
+    `queued`. When its provider call had started, `attempts` counted it and the gap in its
+    attempt numbers shows that it may have been sent twice; a claim whose call never started
+    leaves no trace. A row with DELIVERY_MAX_INTERRUPTIONS started calls without an outcome (a
+    poison message) fails instead. Ids are published in batches of one integration each, so one
+    tenant's messages never share (and never hold up) a task with another's.
     """
     now = timezone.now()
     grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
@@ -904,10 +1134,10 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
             Message.objects.select_for_update(skip_locked=True)
             .filter(due | expired)
             .order_by("next_attempt_at")
-            .values_list("pk", "status", "attempts")[:limit]
+            .values_list("pk", "status", "attempts", "integration_id")[:limit]
         )
         recorded: dict[int, int] = {}
-        interrupted = [pk for pk, status, _ in rows if status == MessageStatus.SENDING]
+        interrupted = [pk for pk, status, _, _ in rows if status == MessageStatus.SENDING]
         if interrupted:
             recorded = dict(
                 MessageAttempt.objects.filter(message_id__in=interrupted)
@@ -917,11 +1147,11 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
             )
         poisoned = [
             pk
-            for pk, status, attempts in rows
+            for pk, status, attempts, _ in rows
             if status == MessageStatus.SENDING
             and attempts - recorded.get(pk, 0) >= settings.DELIVERY_MAX_INTERRUPTIONS
         ]
-        ids = [pk for pk, _, _ in rows if pk not in set(poisoned)]
+        ids = [pk for pk, _, _, _ in rows if pk not in set(poisoned)]
         if poisoned:
             text = f"Interrupted {settings.DELIVERY_MAX_INTERRUPTIONS} times mid-send; not retried"
             Message.objects.filter(pk__in=poisoned).update(
@@ -945,9 +1175,17 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
             message,
             ProviderError(message.last_error, kind="permanent", provider=message.provider),
         )
-    if ids and not publish(DELIVER_MESSAGES, ids):
-        message_unpublish(ids)
+    _publish_per_integration({pk: integration for pk, _, _, integration in rows}, ids)
     return ids
+
+
+def _publish_per_integration(integration_of: Mapping[int, int], ids: list[int]) -> None:
+    """Publish `ids` in batches of one integration each (unpublished on failure)."""
+    groups: dict[int, list[int]] = {}
+    for pk in ids:
+        groups.setdefault(integration_of[pk], []).append(pk)
+    if ids and not publish_groups(DELIVER_MESSAGES, list(groups.values())):
+        message_unpublish(ids)
 
 
 def outbox_stats() -> dict[str, float]:

@@ -6,10 +6,10 @@ from typing import Any
 
 from django.conf import settings
 
-from shared.crypto import decrypt_token
 from shared.models import Integration, Provider
 from shared.providers.base import Provider as Adapter
 from shared.providers.registry import build_adapter
+from shared.services.keys import integration_token
 
 
 def provider_endpoint(slug: str) -> tuple[str, dict[str, Any]]:
@@ -41,7 +41,7 @@ def integration_adapter(
     base_url, options = provider_endpoint(integration.provider)
     return build_adapter(
         integration.provider,
-        token=decrypt_token(integration.token_encrypted) if token is None else token,
+        token=integration_token(integration) if token is None else token,
         extra={**integration.extra, **(extra_override or {})},
         base_url=base_url,
         timeout=settings.PROVIDER_TIMEOUT_SECONDS if timeout is None else timeout,

@@ -415,7 +415,7 @@ def test_google_probe_with_a_token_refresh_stays_within_the_whole_budget(
     assert elapsed < BUDGET_SECONDS + 0.5
 
 
-def test_token_that_no_longer_decrypts_fails_as_rejected_credentials(
+def test_token_that_no_longer_decrypts_fails_as_a_missing_key_not_rejected_credentials(
     cast, admin, sandbox_client, settings
 ):
     register(sandbox_client, "telegram")
@@ -425,10 +425,11 @@ def test_token_that_no_longer_decrypts_fails_as_rejected_credentials(
     body = assert_failed(run_test(admin, "telegram"))
 
     assert body["message"] == "The stored token does not decrypt with any FERNET_KEY."
-    assert body["integration"]["credentials_rejected"] is True
+    assert body["integration"]["credentials_rejected"] is False
+    assert body["integration"]["key_unavailable"] is True
     assert sandbox_client.requests("telegram") == []
     (event,) = audited_tests(cast["admin"].org)
-    assert event.data["error_kind"] == "credentials"
+    assert event.data["error_kind"] == "key_unavailable"
 
 
 # --- audit -----------------------------------------------------------------------------------

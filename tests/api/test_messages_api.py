@@ -477,7 +477,9 @@ def test_detail_shows_the_attempt_log_and_interrupted_attempts(acme, client_for)
 
 
 def test_detail_does_not_count_the_attempt_in_flight_as_interrupted(acme, client_for):
-    message = make_message(acme["admin"], status=MessageStatus.SENDING, attempts=2)
+    message = make_message(
+        acme["admin"], status=MessageStatus.SENDING, attempts=2, send_started_at=timezone.now()
+    )
     MessageAttempt.objects.create(
         message=message, number=1, started_at=timezone.now(), outcome="transient"
     )

@@ -220,7 +220,12 @@ def test_a_batch_is_sent_concurrently_and_costs_the_same_queries_for_5_or_20(
 
     assert {o.status for o in small_outcomes.values()} == {"sent"}
     assert {pk: o.status for pk, o in large_outcomes.items()} == {m.pk: "sent" for m in large}
-    assert len(large_queries) == len(small_queries) <= 9, [q["sql"] for q in large_queries]
+    # Besides the fixed round trips, one UPDATE per group of sends starting together.
+    starts = [q for q in large_queries if '"attempts" + 1' in q["sql"]]
+    fixed = [q for q in large_queries if q not in starts]
+    small_fixed = [q for q in small_queries if '"attempts" + 1' not in q["sql"]]
+    assert len(fixed) == len(small_fixed) <= 9, [q["sql"] for q in fixed]
+    assert 1 <= len(starts) <= len(large)
     for message in large:
         message.refresh_from_db()
         assert message.status == MessageStatus.SENT and message.attempts == 1
@@ -307,7 +312,7 @@ def test_messages_whose_lease_runs_short_waiting_for_a_thread_are_released_unsen
     assert [r["body"]["chat_id"] for r in sends(sandbox_client)] == ["5300"]
 
 
-def test_a_token_that_no_longer_decrypts_fails_only_its_own_integrations_messages(
+def test_a_token_that_no_longer_decrypts_holds_only_its_own_integrations_messages(
     org, tools, sandbox_client
 ):
     other_bot = OTHER_BOT
@@ -325,13 +330,13 @@ def test_a_token_that_no_longer_decrypts_fails_only_its_own_integrations_message
 
     assert {pk: o.status for pk, o in outcomes.items()} == {
         good[0].pk: "sent",
-        broken[0].pk: "failed",
+        broken[0].pk: "deferred",
         good[1].pk: "sent",
-        broken[1].pk: "failed",
+        broken[1].pk: "deferred",
     }
     for message in broken:
         message.refresh_from_db()
-        assert message.status == MessageStatus.FAILED and message.error_kind == "credentials"
+        assert message.status == MessageStatus.QUEUED and message.error_kind == "key_unavailable"
         assert "does not decrypt" in message.last_error
     for message in good:
         message.refresh_from_db()
