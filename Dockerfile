@@ -7,7 +7,7 @@ COPY api api
 COPY shared shared
 COPY workers workers
 COPY sandbox sandbox
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 RUN pip install --no-cache-dir .
 RUN useradd --create-home corbi
 USER corbi

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from sandbox.accounts import AccountError
 from sandbox.common import json_response, state_of
 from sandbox.state import PROVIDERS, ConfigError
+
+
+def _credential(authorization: str) -> str:
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return value.strip()
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError):
+        return value.strip()
+
+
+def echo_request(request: web.Request, body: Any) -> Any:
+    """A fault `body` with `{authorization}`, `{credential}` and `{path}` (each optionally
+    `|urlencode` or `|base64`) replaced by what this request carried, as a careless API or
+    proxy echoes it: the header as sent, the decoded credential (`sid:token`, a bearer token)
+    and the raw path (Telegram's holds the bot token)."""
+    if isinstance(body, dict):
+        return {key: echo_request(request, value) for key, value in body.items()}
+    if isinstance(body, list):
+        return [echo_request(request, value) for value in body]
+    if not isinstance(body, str) or "{" not in body:
+        return body
+    authorization = request.headers.get("Authorization", "")
+    values = {
+        "authorization": authorization,
+        "credential": _credential(authorization),
+        "path": request.raw_path.partition("?")[0],
+    }
+    for name, value in values.items():
+        body = body.replace(f"{{{name}|urlencode}}", quote(value, safe=""))
+        body = body.replace(f"{{{name}|base64}}", base64.b64encode(value.encode()).decode())
+        body = body.replace(f"{{{name}}}", value)
+    return body
 
 
 def _bad(message: str) -> web.Response:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from sandbox.common import json_response, outcome, override_response, state_of, url_safe_id
+from sandbox.control import echo_request
 from sandbox.state import State, acquire, retry_after_seconds
 
 SLUG = "google_calendar"
@@ -105,7 +106,7 @@ def fault_response(
 ) -> web.Response:
     headers = {"Retry-After": str(retry_after_seconds(retry_after))} if retry_after else None
     if body is not None:
-        return override_response(body, status, headers)
+        return override_response(echo_request(request, body), status, headers)
     if request.path == TOKEN_PATH:
         if status >= 500:
             code = "temporarily_unavailable" if status == 503 else "server_error"

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.common import bearer_token, json_response, outcome, override_response, state_of
+from sandbox.control import echo_request
 from sandbox.state import acquire
 
 SLUG = "instagram"
@@ -62,7 +63,7 @@ def fault_response(
         ig_id = account["ig_id"] if account else "0"
         headers = {"X-Business-Use-Case-Usage": _usage_header(ig_id, 100, retry_after)}
     if body is not None:
-        return override_response(body, status, headers)
+        return override_response(echo_request(request, body), status, headers)
     if status == 429:
         return error(
             "(#4) Application request limit reached", 4, status=status, transient=True,

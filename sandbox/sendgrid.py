@@ -18,6 +18,7 @@ from sandbox.common import (
     state_of,
     url_safe_id,
 )
+from sandbox.control import echo_request
 from sandbox.state import State, acquire
 
 SLUG = "sendgrid"
@@ -67,7 +68,7 @@ def fault_response(
     elif retry_after:
         headers = {"Retry-After": str(math.ceil(retry_after))}
     if body is not None:
-        return override_response(body, status, headers)
+        return override_response(echo_request(request, body), status, headers)
     return errors(status, [_err(_FAULT_MESSAGES.get(status, "error"))], headers)
 
 

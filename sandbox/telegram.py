@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.common import json_response, outcome, override_response, state_of
+from sandbox.control import echo_request
 from sandbox.state import State, TokenBucket, acquire, retry_after_seconds
 
 SLUG = "telegram"
@@ -75,7 +76,7 @@ def fault_response(
     request: web.Request, status: int, retry_after: float | None, body: Any
 ) -> web.Response:
     if body is not None:
-        return override_response(body, status)
+        return override_response(echo_request(request, body), status)
     if status == 429:
         return too_many(retry_after_seconds(retry_after or 1))
     return error(status, _FAULT_DESCRIPTIONS.get(status, "Error"))

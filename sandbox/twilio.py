@@ -27,6 +27,7 @@ from sandbox.common import (
     rfc2822,
     state_of,
 )
+from sandbox.control import echo_request
 from sandbox.state import State, acquire, retry_after_seconds
 
 SLUG = "whatsapp"
@@ -77,7 +78,7 @@ def fault_response(
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Basic realm="Twilio API"'}
     if body is not None:
-        return override_response(body, status, headers)
+        return override_response(echo_request(request, body), status, headers)
     code = 20000 + status if status != 401 else 20003
     return error(code, _FAULT_MESSAGES.get(status, "Error"), status, headers)
 

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from shared.redaction import scrub_values
+
 KINDS = ("permanent", "transient", "rate_limited", "credentials")
 REDACTED = "<redacted>"
 
@@ -196,10 +198,9 @@ class Provider:
         return [self._token]
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets():
-            if secret:
-                text = text.replace(secret, REDACTED)
-        return text
+        """`text` without this adapter's secrets: exact, percent-encoded or base64 (any offset,
+        so an echoed `Basic base64(user:secret)` header is caught too)."""
+        return scrub_values(text, [s for s in self._secrets() if s], REDACTED)
 
     def _error(
         self,

@@ -130,7 +130,7 @@ def test_bot_rate_is_configurable(sandbox, sandbox_client, account):
 
 
 def test_group_chats_allow_twenty_per_minute(sandbox, sandbox_client, account):
-    sandbox_client.configure(telegram_chat_rate=1000, telegram_group_per_minute=3)
+    sandbox_client.configure(telegram_chat_rate=1_000_000, telegram_group_per_minute=3)
     results = [call(sandbox, "sendMessage", json={"chat_id": -100123, "text": "x"})
                for _ in range(4)]  # fmt: skip
     assert [r.status_code for r in results] == [200, 200, 200, 429]

@@ -1,0 +1,156 @@
+"""A provider error echoing the token percent- or base64-encoded leaves it in no field or line."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import uuid
+from urllib.parse import quote
+
+import pytest
+import redis
+
+from bench.security import count_encoded_leaks, count_leaks
+from corbi.audit import AuditFormatter
+from corbi.logging import RedactingFilter, install_record_factory
+from shared.metrics import Metrics
+from shared.models import AuditEvent, Message, MessageStatus
+from shared.providers.base import REDACTED, ProviderError
+from shared.providers.telegram import TelegramBot
+from shared.ratelimit import RateLimiter
+from shared.redaction import REDACTED as LOG_REDACTED
+from shared.redaction import redact, remember_secret, scrub_values
+from shared.services.integrations import integration_connect
+from shared.services.messages import message_deliver
+from tests.factories import CANARY, VALID_EXTRA, make_member
+
+pytestmark = pytest.mark.django_db
+
+# '+', '/', '=' and '~' make the percent-encoded and URL-safe base64 forms differ from the token.
+TOKEN = "cnry+Wa/Qx=7Zp9Kd3Lm5~Vb2Hj8Ws4Ny6Rf1"
+SID = VALID_EXTRA["whatsapp"]["account_sid"]
+SENDER = VALID_EXTRA["whatsapp"]["from_whatsapp"]
+ECHO = (
+    "Invalid 'To'. Request had auth header {authorization|urlencode}; credentials "
+    "{credential|base64} ({credential|urlencode}) and token-bytes {credential}"
+)
+
+
+@pytest.fixture
+def org(sandbox, sandbox_client, settings):
+    settings.TWILIO_API_BASE = sandbox.url
+    sandbox_client.add_account(
+        "whatsapp", account_sid=SID, auth_token=TOKEN, senders=["whatsapp:" + SENDER]
+    )
+    member = make_member("acme", "alice", "admin")
+    integration_connect(
+        organization=member.org, provider="whatsapp", token=TOKEN, extra=VALID_EXTRA["whatsapp"]
+    )
+    return member
+
+
+@pytest.fixture
+def tools():
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def audit_lines():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(AuditFormatter())
+    handler.addFilter(RedactingFilter())
+    logging.getLogger("corbi.audit").addHandler(handler)
+    yield stream
+    logging.getLogger("corbi.audit").removeHandler(handler)
+
+
+def leaks(text: str) -> int:
+    tokens = {"whatsapp": TOKEN}
+    return count_leaks(text, tokens) + count_encoded_leaks(text, tokens)
+
+
+def test_a_provider_error_echoing_the_token_encoded_leaves_nothing_in_last_error_api_or_logs(
+    org, tools, sandbox_client, client_for, caplog, audit_lines
+):
+    install_record_factory()
+    sandbox_client.fault(
+        "whatsapp",
+        status=400,
+        count=1,
+        body={"code": 21211, "message": ECHO, "more_info": "https://x.test/21211", "status": 400},
+    )
+    message = Message.objects.create(
+        organization=org.org,
+        integration=org.org.integrations.get(provider="whatsapp"),
+        provider="whatsapp",
+        to="+15551234567",
+        body="hello",
+    )
+
+    with caplog.at_level(logging.DEBUG):
+        message_deliver(message_id=message.pk, limiter=tools[0], metrics=tools[1])
+        logging.getLogger("shared.services.messages").warning(
+            "send failed: %s", Message.objects.get(pk=message.pk).last_error
+        )
+    message.refresh_from_db()
+    response = client_for(org).get(f"/api/messages/{message.pk}/")
+
+    assert message.status == MessageStatus.FAILED
+    assert "Invalid 'To'" in message.last_error and REDACTED in message.last_error
+    assert "Request had auth header" in response.content.decode()
+    texts = {
+        "last_error": message.last_error,
+        "API response": response.content.decode(),
+        "audit rows": " ".join(str(e.data) for e in AuditEvent.objects.all()),
+        "audit lines": audit_lines.getvalue(),
+        "logs": caplog.text,
+    }
+    assert {place: leaks(text) for place, text in texts.items()} == dict.fromkeys(texts, 0)
+
+
+def test_a_telegram_error_echoing_the_request_path_in_base64_names_no_token(
+    sandbox, sandbox_client
+):
+    sandbox_client.add_account("telegram", token=CANARY["telegram"])
+    description = "Bad Request: path {path|base64} / {path|urlencode}"
+    sandbox_client.fault(
+        "telegram",
+        status=400,
+        count=1,
+        body={"ok": False, "error_code": 400, "description": description},
+    )
+    bot = TelegramBot(token=CANARY["telegram"], extra={}, base_url=sandbox.url)
+
+    with pytest.raises(ProviderError) as raised:
+        bot.check()
+
+    text = str(raised.value)
+    assert text.startswith("Telegram: path ") and REDACTED in text
+    assert count_leaks(text, CANARY) + count_encoded_leaks(text, CANARY) == 0, text
+
+
+@pytest.mark.parametrize("offset", ["", "a", "ab", "abc"])
+def test_base64_of_a_remembered_secret_is_redacted_at_every_alignment(offset):
+    secret = "cnryB64x7Zp9Kd3Lm5Vb2Hj8Ws4Ny6Rf1Qq"
+    remember_secret(secret)
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        echoed = encode(f"{offset}{secret}:tail".encode()).decode()
+        out = redact(f"header was {echoed} end")
+        assert LOG_REDACTED in out
+        assert count_encoded_leaks(out, {"s": secret}) == 0, out
+
+
+def test_scrub_values_replaces_percent_encoded_and_base64_forms():
+    basic = base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    for echo in (quote(TOKEN, safe=""), basic, quote(basic, safe=""), f"x{TOKEN}y"):
+        assert leaks(echo) > 0, echo  # the detector sees each form
+        assert leaks(scrub_values(f"echo {echo} end", [TOKEN], "<x>")) == 0, echo
+    text = f"a {quote(TOKEN, safe='')} b {base64.b64encode(('u:' + TOKEN).encode()).decode()} c"
+    out = scrub_values(text, [TOKEN], "<x>")
+    assert out.startswith("a <x> b ") and leaks(out) == 0
