@@ -11,13 +11,26 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from shared.metrics import Metrics, RedisMetricsCollector, metrics_text
+from shared.metrics import GuardedCollector, Metrics, RedisMetricsCollector, metrics_text
 from shared.services.messages import outbox_stats
 
 
-@lru_cache(maxsize=1)
 def store() -> Metrics:
-    return Metrics.from_url(settings.REDIS_URL)
+    """The metrics store at settings.REDIS_URL (one client per URL, reused)."""
+    return _store_at(settings.REDIS_URL)
+
+
+@lru_cache(maxsize=4)
+def _store_at(url: str) -> Metrics:
+    return Metrics.from_url(url)
+
+
+def _worker_gauges() -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "corbi_workers_alive",
+        "Workers that sent a heartbeat within WORKER_HEARTBEAT_WINDOW_SECONDS.",
+        value=len(store().workers_seen_within(settings.WORKER_HEARTBEAT_WINDOW_SECONDS)),
+    )
 
 
 def _outbox_gauges() -> Iterator[Metric]:
@@ -33,14 +46,16 @@ def _outbox_gauges() -> Iterator[Metric]:
         "Age of the oldest message still queued or sending.",
         value=stats["oldest_age"],
     )
-    yield GaugeMetricFamily(
-        "corbi_workers_alive",
-        "Workers that sent a heartbeat within WORKER_HEARTBEAT_WINDOW_SECONDS.",
-        value=len(store().workers_seen_within(settings.WORKER_HEARTBEAT_WINDOW_SECONDS)),
-    )
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    body = metrics_text(RedisMetricsCollector(store(), gauges=_outbox_gauges))
+    """Each source fails alone: Redis down gives corbi_metrics_store_up 0, the database down
+    gives corbi_database_up 0, and the scrape still answers 200 with whatever else it read."""
+    body = metrics_text(
+        RedisMetricsCollector(store(), gauges=_worker_gauges),
+        GuardedCollector(
+            "corbi_database_up", "1 if the outbox could be read from the database.", _outbox_gauges
+        ),
+    )
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.errors import envelope
 from api.permissions import IsOrgAdmin, IsOrgMember
 from api.serializers import (
     AuditEventSerializer,
@@ -21,6 +23,7 @@ from api.serializers import (
 )
 from shared.models import AuditEvent, Integration, Provider
 from shared.services.integrations import (
+    ConnectionTestBusy,
     integration_connect,
     integration_disconnect,
     integration_get,
@@ -33,6 +36,14 @@ ERRORS = {
     403: OpenApiResponse(ErrorEnvelopeSerializer, description="Admin role required"),
     404: OpenApiResponse(ErrorEnvelopeSerializer, description="Not found"),
 }
+
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    location=OpenApiParameter.HEADER,
+    description="Seconds to wait before trying again.",
+    response=[429],
+)
 
 
 def ok(message: str, **fields: object) -> dict[str, object]:
@@ -116,23 +127,45 @@ class IntegrationTestView(APIView):
     @extend_schema(
         operation_id="integrations_test",
         request=ConnectionTestSerializer,
-        responses={200: ConnectionTestResponseSerializer, **ERRORS},
+        responses={
+            200: ConnectionTestResponseSerializer,
+            **ERRORS,
+            429: OpenApiResponse(
+                ErrorEnvelopeSerializer,
+                description=(
+                    "Too many connection tests running for this organization or on this "
+                    "server; `code` is test_connection_busy and the Retry-After header (also "
+                    "`retry_after`) says when to try again"
+                ),
+            ),
+        },
+        parameters=[RETRY_AFTER],
         description=(
             "Probe the stored credentials and, when a test destination is known (to_whatsapp, "
             "to_email or chat_id in extra, or given here for this call only), send a test "
-            "message. Answers 200 either way; `ok` says whether the test passed."
+            "message. Answers 200 either way; `ok` says whether the test passed. The whole "
+            "test takes at most TEST_CONNECTION_TIMEOUT_SECONDS."
         ),
     )
     def post(self, request: Request, provider: str) -> Response:
         provider = provider_or_404(provider)
         serializer = ConnectionTestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        integration, result = integration_test(
-            organization=request.org,
-            provider=provider,
-            actor=request.user,
-            extra_override=serializer.validated_data.get("extra"),
-        )
+        try:
+            integration, result = integration_test(
+                organization=request.org,
+                provider=provider,
+                actor=request.user,
+                extra_override=serializer.validated_data.get("extra"),
+            )
+        except ConnectionTestBusy as busy:
+            body = envelope(busy.message, busy.errors)
+            body |= {"code": busy.code, "retry_after": busy.retry_after}
+            return Response(
+                body,
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(busy.retry_after)},
+            )
         return Response(
             {
                 "status": "ok" if result.ok else "error",

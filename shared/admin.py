@@ -1,4 +1,4 @@
-"""Django admin: tokens can be replaced here but are never displayed."""
+"""Django admin: tokens can be replaced here (through `integration_connect`) but are never displayed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from shared.crypto import encrypt_token
 from shared.errors import ValidationFailed
 from shared.models import AuditEvent, Integration, Membership, Organization
+from shared.services.integrations import integration_connect
 from shared.validation import validate_extra, validate_token
 
 
@@ -38,14 +38,6 @@ class IntegrationAdminForm(forms.ModelForm):
         except ValidationFailed as exc:
             raise forms.ValidationError(exc.message) from None
         return cleaned
-
-    def save(self, commit: bool = True) -> Integration:
-        integration = super().save(commit=False)
-        if self.cleaned_data.get("new_token"):
-            integration.token_encrypted = encrypt_token(self.cleaned_data["new_token"])
-        if commit:
-            integration.save()
-        return integration
 
 
 @admin.register(Organization)
@@ -81,6 +73,28 @@ class IntegrationAdmin(admin.ModelAdmin):
         "last_error_at",
         "last_error",
     ]
+
+    def save_model(
+        self, request: HttpRequest, obj: Integration, form: IntegrationAdminForm, change: bool
+    ) -> None:
+        """A new token goes through `integration_connect`, as in the API: encrypted, audited as
+        `integration.connected`, `connected_at` stamped and a credentials rejection cleared."""
+        token = form.cleaned_data.get("new_token")
+        if not token:
+            super().save_model(request, obj, form, change)
+            return
+        if change:  # keep this form's other edits; the service then locks and updates the row
+            super().save_model(request, obj, form, change)
+        connected = integration_connect(
+            organization=obj.organization,
+            provider=obj.provider,
+            token=token,
+            extra=obj.extra,
+            actor=request.user,
+        )
+        obj.pk = connected.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
 
     @admin.display(boolean=True, description="Token stored")
     def token_stored(self, obj: Integration) -> bool:

@@ -184,29 +184,46 @@ class Metrics:
                 self._last_warning, self._dropped = now, 0
 
 
-class RedisMetricsCollector:
-    """A prometheus_client collector yielding the Redis-held metrics plus whatever `gauges()` yields."""
+class GuardedCollector:
+    """A prometheus_client collector whose source may be down: it yields `families()` whole, or
+    none of them, plus an `up_name` gauge (1 or 0) saying which, so one failing source (Redis,
+    the database) never fails the whole scrape."""
+
+    def __init__(
+        self, up_name: str, up_help: str, families: Callable[[], Iterable[Metric]]
+    ) -> None:
+        self._up_name = up_name
+        self._up_help = up_help
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            # Materialised first: a source failing half-way must not leave half its families.
+            collected: list[Metric] | None = list(self._families())
+        except Exception as error:  # any failure of the source means "down" to the scrape
+            logger.warning("%s = 0: %s: %s", self._up_name, type(error).__name__, error)
+            collected = None
+        yield GaugeMetricFamily(self._up_name, self._up_help, value=0 if collected is None else 1)
+        yield from collected or ()
+
+
+class RedisMetricsCollector(GuardedCollector):
+    """The Redis-held metrics plus whatever `gauges()` yields (also read from Redis), reported
+    under corbi_metrics_store_up."""
 
     def __init__(
         self, metrics: Metrics, gauges: Callable[[], Iterable[Metric]] | None = None
     ) -> None:
+        super().__init__(
+            "corbi_metrics_store_up", "1 if worker metrics could be read from Redis.", self._read
+        )
         self._metrics = metrics
         self._gauges = gauges
 
-    def collect(self) -> Iterator[Metric]:
-        try:
-            snapshot = self._metrics.snapshot()
-        except redis.RedisError as error:
-            logger.warning("worker metrics unavailable: %s: %s", type(error).__name__, error)
-            snapshot = None
-        yield GaugeMetricFamily(
-            "corbi_metrics_store_up",
-            "1 if worker metrics could be read from Redis.",
-            value=0 if snapshot is None else 1,
-        )
-        if snapshot is not None:
-            yield from _counters(snapshot)
-            yield _histogram(snapshot[LATENCY])
+    def _read(self) -> Iterator[Metric]:
+        snapshot = self._metrics.snapshot()
+        yield from _counters(snapshot)
+        yield _histogram(snapshot[LATENCY])
         if self._gauges is not None:
             yield from self._gauges()
 
@@ -236,10 +253,11 @@ def _histogram(fields: dict[str, str]) -> Metric:
     return family
 
 
-def metrics_text(collector: Collector, *, process_metrics: bool = True) -> bytes:
-    """The text exposition of `collector` (and, by default, this process's own metrics)."""
+def metrics_text(*collectors: Collector, process_metrics: bool = True) -> bytes:
+    """The text exposition of `collectors` (and, by default, this process's own metrics)."""
     registry = CollectorRegistry()
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
