@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from shared.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from api.exceptions import RequestBodyTooLarge
+from shared.errors import Conflict, NotFound, ServiceError, Unavailable, ValidationFailed
 
 _SERVICE_STATUS = {
     ValidationFailed: status.HTTP_400_BAD_REQUEST,
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 _GENERIC_MESSAGES = {
@@ -24,7 +27,9 @@ _GENERIC_MESSAGES = {
     status.HTTP_403_FORBIDDEN: "You do not have permission to perform this action.",
     status.HTTP_404_NOT_FOUND: "Not found.",
     status.HTTP_405_METHOD_NOT_ALLOWED: "Method not allowed.",
-    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "Unsupported media type: send application/json.",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: (
+        "Unsupported media type: send the body as JSON with `Content-Type: application/json`."
+    ),
     status.HTTP_500_INTERNAL_SERVER_ERROR: "Internal server error.",
 }
 
@@ -75,6 +80,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = RequestBodyTooLarge(f"The request body must be at most {limit} bytes.")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -89,6 +97,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = _GENERIC_MESSAGES.get(response.status_code, "Request failed.")
     if isinstance(exc, exceptions.ParseError):
         message = "Malformed JSON in the request body."
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        message = _GENERIC_MESSAGES[status.HTTP_415_UNSUPPORTED_MEDIA_TYPE]
     response.data = envelope(message, errors)
     return response
 

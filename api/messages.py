@@ -26,7 +26,13 @@ from shared.models import Message, MessageStatus, Provider
 from shared.services.bookings import booking_cancel, booking_get, booking_upsert
 from shared.services.messages import message_create, message_create_bulk, message_retry
 
-CONFLICT = {409: OpenApiResponse(description="Provider not connected / state conflict")}
+CONFLICT = {
+    409: OpenApiResponse(description="Provider not connected / state conflict"),
+    503: OpenApiResponse(
+        description="token_undecryptable: the stored token does not decrypt with any "
+        "FERNET_KEY; an operator must restore the key that encrypted it"
+    ),
+}
 
 
 class MessageListCreateView(generics.ListAPIView):

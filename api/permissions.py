@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rest_framework import exceptions
@@ -12,6 +13,21 @@ from api.exceptions import MalformedOrgHeader, MissingOrgHeader
 from shared.models import Membership
 
 ORG_HEADER = "X-Org-ID"
+# ASCII digits only: str.isdigit() and int() also take superscripts, Arabic-Indic or full-width
+# digits (and disagree on some), which a Latin-1 header can carry.
+_ORG_ID = re.compile(r"[0-9]{1,18}")
+TOKEN_SCHEME_HINT = (
+    "Send the API key with the Token scheme: `Authorization: Token <key>` "
+    "(Bearer and other schemes are not accepted)."
+)
+
+
+def not_authenticated(request: Request) -> exceptions.NotAuthenticated:
+    """401 for an anonymous caller, with a hint when the header used another scheme."""
+    scheme, _, _ = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme and scheme.lower() != "token":
+        return exceptions.NotAuthenticated(TOKEN_SCHEME_HINT)
+    return exceptions.NotAuthenticated()
 
 
 def resolve_membership(request: Request) -> Membership:
@@ -26,7 +42,7 @@ def resolve_membership(request: Request) -> Membership:
     if raw is None or not raw.strip():
         raise MissingOrgHeader()
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    if not _ORG_ID.fullmatch(raw) or int(raw) < 1:
         raise MalformedOrgHeader()
     membership = (
         Membership.objects.select_related("organization")
@@ -45,7 +61,7 @@ class IsOrgMember(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):
-            raise exceptions.NotAuthenticated()
+            raise not_authenticated(request)
         resolve_membership(request)
         return True
 

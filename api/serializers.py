@@ -8,8 +8,20 @@ from shared.models import AuditEvent, Booking, Integration, Message
 from shared.validation import MAX_TOKEN_LENGTH
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that takes JSON strings only; DRF's turns 42 into "42"."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class IntegrationSerializer(serializers.ModelSerializer):
     credentials_rejected = serializers.SerializerMethodField()
+    key_unavailable = serializers.SerializerMethodField()
 
     class Meta:
         model = Integration
@@ -24,6 +36,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
             "last_test_ok",
             "last_test_message",
             "credentials_rejected",
+            "key_unavailable",
             "last_error",
             "last_error_at",
         ]
@@ -32,11 +45,13 @@ class IntegrationSerializer(serializers.ModelSerializer):
     def get_credentials_rejected(self, obj: Integration) -> bool:
         return obj.credentials_rejected_at is not None
 
+    def get_key_unavailable(self, obj: Integration) -> bool:
+        """The stored secret decrypts with no FERNET_KEY: an operator must restore the key."""
+        return obj.key_unavailable_at is not None
+
 
 class ConnectSerializer(serializers.Serializer):
-    token = serializers.CharField(
-        write_only=True, max_length=MAX_TOKEN_LENGTH, trim_whitespace=True
-    )
+    token = StrictCharField(write_only=True, max_length=MAX_TOKEN_LENGTH, trim_whitespace=True)
     extra = serializers.DictField(required=False, default=dict)
 
 
@@ -121,25 +136,20 @@ class MessageDetailSerializer(MessageSerializer):
         read_only_fields = fields
 
     def get_interrupted_attempts(self, obj: Message) -> int:
-        """Attempts that started but never recorded an outcome (a worker died mid-send)."""
+        """Provider calls that started but never recorded an outcome (a worker died mid-call);
+        `attempts` counts only started calls, so a claim that never sent is not one."""
         finished = len(obj.attempt_set.all())
-        in_flight = 1 if obj.status == "sending" else 0
+        in_flight = 1 if obj.status == "sending" and obj.send_started_at is not None else 0
         return max(obj.attempts - finished - in_flight, 0)
 
 
 class MessageCreateSerializer(serializers.Serializer):
     provider = serializers.ChoiceField(choices=["whatsapp", "sendgrid", "telegram", "instagram"])
-    to = serializers.CharField(max_length=320)
-    body = serializers.CharField(
-        required=False, allow_blank=True, default="", trim_whitespace=False
-    )
-    subject = serializers.CharField(required=False, allow_blank=True, default="", max_length=998)
-    html = serializers.CharField(
-        required=False, allow_blank=True, default="", trim_whitespace=False
-    )
-    idempotency_key = serializers.CharField(
-        required=False, allow_null=True, default=None, max_length=128
-    )
+    to = StrictCharField(max_length=320)
+    body = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    subject = StrictCharField(required=False, allow_blank=True, default="", max_length=998)
+    html = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    idempotency_key = StrictCharField(required=False, allow_null=True, default=None, max_length=128)
 
 
 class MessageBulkSerializer(serializers.Serializer):
@@ -164,12 +174,12 @@ class BulkResponseSerializer(EnvelopeSerializer):
 
 
 class BookingRequestSerializer(serializers.Serializer):
-    summary = serializers.CharField(max_length=500)
-    description = serializers.CharField(required=False, allow_blank=True)
+    summary = StrictCharField(max_length=500)
+    description = StrictCharField(required=False, allow_blank=True)
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
-    timezone = serializers.CharField(required=False)
-    location = serializers.CharField(required=False, allow_blank=True)
+    timezone = StrictCharField(required=False)
+    location = StrictCharField(required=False, allow_blank=True)
     attendees = serializers.ListField(child=serializers.EmailField(), required=False)
 
 

@@ -17,17 +17,23 @@ MAX_TOKEN_LENGTH = 4096
 MAX_EXTRA_KEYS = 20
 MAX_EXTRA_BYTES = 4096
 MAX_EXTRA_STRING = 320
+# What the rate limiter can represent: one message per 1,000 s up to 10,000 per second.
+MIN_RATE_PER_SECOND = 0.001
+MAX_RATE_PER_SECOND = 10_000
 
 _SECRET_KEY = re.compile(
     r"token|secret|passw|pwd|api[_-]?key|apikey|^auth|[_-]auth|credential|private[_-]?key",
     re.IGNORECASE,
 )
-_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_TELEGRAM_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
-_CHANNEL = re.compile(r"^@[A-Za-z][A-Za-z0-9_]{4,31}$")
-_NUMERIC_ID = re.compile(r"^\d{1,32}$")
-_CALENDAR_ID = re.compile(r"^[^\s/?#]{1,255}$")
+# Digits are [0-9], never \d: in str patterns \d also matches Arabic-Indic, full-width and other
+# Unicode digits, which providers refuse (or int() reads differently).
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_TELEGRAM_TOKEN = re.compile(r"[0-9]{3,}:[A-Za-z0-9_-]{30,}")
+_CHANNEL = re.compile(r"@[A-Za-z][A-Za-z0-9_]{4,31}")
+_CHAT_ID = re.compile(r"-?[0-9]{1,20}")
+_NUMERIC_ID = re.compile(r"[0-9]{1,32}")
+_CALENDAR_ID = re.compile(r"[^\s/?#]{1,255}")
 
 
 def _phone(value: Any) -> str:
@@ -35,7 +41,7 @@ def _phone(value: Any) -> str:
         raise ValueError("Must be a string.")
     number = value.strip()
     number = number.removeprefix("whatsapp:")
-    if not _E164.match(number):
+    if not _E164.fullmatch(number):
         raise ValueError("Must be an E.164 number such as +14155238886 (whatsapp: prefix allowed).")
     return number
 
@@ -51,7 +57,7 @@ def _email(value: Any) -> str:
 
 
 def _account_sid(value: Any) -> str:
-    if not isinstance(value, str) or not _ACCOUNT_SID.match(value.strip()):
+    if not isinstance(value, str) or not _ACCOUNT_SID.fullmatch(value.strip()):
         raise ValueError("Must be a Twilio Account SID: AC followed by 32 hexadecimal characters.")
     return value.strip()
 
@@ -60,7 +66,7 @@ def _numeric_id(value: Any) -> str:
     text = (
         str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     )
-    if not _NUMERIC_ID.match(text):
+    if not _NUMERIC_ID.fullmatch(text):
         raise ValueError("Must be a numeric Instagram-scoped id.")
     return text
 
@@ -70,13 +76,13 @@ def _chat_id(value: Any) -> str:
         value = str(value)
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"-?\d{1,20}", text) or _CHANNEL.match(text):
+        if _CHAT_ID.fullmatch(text) or _CHANNEL.fullmatch(text):
             return text
     raise ValueError("Must be a Telegram chat id (an integer) or a @channelusername.")
 
 
 def _calendar_id(value: Any) -> str:
-    if not isinstance(value, str) or not _CALENDAR_ID.match(value.strip()):
+    if not isinstance(value, str) or not _CALENDAR_ID.fullmatch(value.strip()):
         raise ValueError("Must be a calendar id such as 'primary' or an email-like id.")
     return value.strip()
 
@@ -94,8 +100,15 @@ def _parse_mode(value: Any) -> str:
 
 
 def _rate(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10_000:
-        raise ValueError("Must be a number of messages per second between 0 and 10000.")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not MIN_RATE_PER_SECOND <= value <= MAX_RATE_PER_SECOND  # False for NaN too
+    ):
+        raise ValueError(
+            f"Must be a number of messages per second from {MIN_RATE_PER_SECOND} "
+            f"to {MAX_RATE_PER_SECOND}."
+        )
     return float(value)
 
 
@@ -150,7 +163,7 @@ def validate_token(provider: str, token: Any) -> str:
             errors={"token": [f"Must be at most {MAX_TOKEN_LENGTH} characters."]},
         )
     problem = ""
-    if provider == Provider.TELEGRAM and not _TELEGRAM_TOKEN.match(token):
+    if provider == Provider.TELEGRAM and not _TELEGRAM_TOKEN.fullmatch(token):
         problem = "Must be a Telegram bot token of the form <bot id>:<secret> from @BotFather."
     elif provider == Provider.SENDGRID and not token.startswith("SG."):
         problem = "Must be a SendGrid API key (it starts with 'SG.')."
@@ -223,13 +236,15 @@ def validate_extra(provider: str, extra: Any, *, partial: bool = False) -> dict[
 
 
 def validate_destination(provider: str, to: Any) -> str:
-    """The normalised destination for a message through `provider`."""
+    """The normalised destination for a message through `provider`: a string, never a number."""
     validator = DESTINATION_VALIDATORS.get(provider)
     if validator is None:
         raise ValidationFailed(
             f"{provider} does not deliver messages.",
             errors={"provider": ["This provider does not deliver messages."]},
         )
+    if not isinstance(to, str):
+        raise ValidationFailed("to: Must be a string.", errors={"to": ["Must be a string."]})
     try:
         return validator(to)
     except ValueError as exc:
