@@ -9,10 +9,15 @@ export no_proxy := 127.0.0.1,localhost
 
 .PHONY: run test lint format demo bench chaos security clean
 
+# The first install shows pip's progress; later ones (pyproject.toml changed) stay quiet.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if test -x $(PY); then \
+		echo "Updating $(VENV) (pyproject.toml changed)..."; quiet=--quiet; \
+	else \
+		echo "Installing into $(VENV) (first run takes ~1 min)..."; quiet=; \
+		$(PYTHON) -m venv $(VENV) || exit 1; \
+	fi; \
+	$(PY) -m pip install $$quiet --upgrade pip && $(PY) -m pip install $$quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

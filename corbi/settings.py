@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import dj_database_url
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "shared",
     "api",
 ]
@@ -53,8 +55,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "api.middleware.HeadAsGetMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "api.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -86,6 +89,15 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default has one writer at a time. WAL lets readers run beside it; IMMEDIATE
+    # takes the write lock at BEGIN, because a deferred transaction that later writes fails at
+    # once with "database is locked" instead of waiting; writers queue up to `timeout` seconds.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_float("SQLITE_BUSY_TIMEOUT_SECONDS", 20.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -123,7 +135,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsOrgMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded size and depth; NUL and unpaired surrogates refused in every key and string.
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "api.schema.OrgAutoSchema",
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
@@ -142,6 +155,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI from the app's own static files: no CDN, no third-party script on this origin.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "shared.models.Provider",
@@ -170,10 +186,24 @@ GOOGLE_TOKEN_URI = env_str(
 )
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0)
 TEST_CONNECTION_TIMEOUT_SECONDS = env_float("TEST_CONNECTION_TIMEOUT_SECONDS", 10.0)
+# Test Connection holds a web thread for up to its timeout: beyond these many running tests
+# (helper threads still stuck in a socket count until they end) it answers 429 + Retry-After.
+# Keep the per-process bound below gunicorn's --threads. Per org is shared through Redis.
+TEST_CONNECTION_MAX_CONCURRENT_PER_PROCESS = env_int(
+    "TEST_CONNECTION_MAX_CONCURRENT_PER_PROCESS", 2
+)
+TEST_CONNECTION_MAX_CONCURRENT_PER_ORG = env_int("TEST_CONNECTION_MAX_CONCURRENT_PER_ORG", 2)
 
 # Celery (the one app lives in corbi/celery.py). Task arguments are ids only; JSON only.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport with its unacked-task restore made safe across a broker outage
+    # (corbi/broker.py); a named transport overrides the URL's scheme, hence only for Redis.
+    CELERY_BROKER_TRANSPORT = "corbi.broker:Transport"
+if CELERY_BROKER_URL.startswith("rediss://"):
+    # kombu infers TLS from the rediss scheme only when no transport is named: say it here.
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_SERIALIZER = "json"
