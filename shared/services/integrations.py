@@ -370,13 +370,7 @@ def _probe_and_send(
     """The probe and, when a destination is known, the test send (runs in a helper thread)."""
     provider = integration.provider
     try:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.1:
-            raise ProviderError(
-                f"{PROVIDERS[provider].vendor} did not answer within {budget:g} s",
-                kind="transient",
-                provider=provider,
-            )
+        remaining = _time_left(provider, deadline, budget, floor=0.1)
         adapter = integration_adapter(
             integration, timeout=remaining, extra_override=override, token=token
         )
@@ -384,13 +378,7 @@ def _probe_and_send(
         field_name = TEST_DESTINATION.get(provider)
         destination = (integration.extra | override).get(field_name) if field_name else None
         if destination:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.5:
-                raise ProviderError(
-                    f"{adapter.vendor} did not answer within {budget:g} s",
-                    kind="transient",
-                    provider=provider,
-                )
+            remaining = _time_left(provider, deadline, budget, floor=0.5)
             sender = integration_adapter(
                 integration, timeout=remaining, extra_override=override, token=token
             )
@@ -405,6 +393,18 @@ def _probe_and_send(
             error_kind=exc.kind,
             error_code=exc.code or "",
         )
+
+
+def _time_left(provider: str, deadline: float, budget: float, *, floor: float) -> float:
+    """Seconds left until `deadline`; a transient ProviderError when no more than `floor` are."""
+    remaining = deadline - time.monotonic()
+    if remaining <= floor:
+        raise ProviderError(
+            f"{PROVIDERS[provider].vendor} did not answer within {budget:g} s",
+            kind="transient",
+            provider=provider,
+        )
+    return remaining
 
 
 def _test_override(provider: str, extra_override: Any) -> dict[str, Any]:

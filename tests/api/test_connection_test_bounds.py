@@ -23,6 +23,7 @@ from django.db import connection
 
 from shared.services.integrations import LEASE_PREFIX, integration_connect
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, assert_no_canary, make_member
+from tests.workers.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,17 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Server:
