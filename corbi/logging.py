@@ -9,8 +9,9 @@ from typing import Any
 
 from shared.redaction import redact
 
-# Loggers that print secrets or full URLs at low levels (PROVIDERS.md): kept at WARNING or above
-# whatever LOG_LEVEL says, so the redaction is a second line of defence, not the only one.
+# Loggers that print secrets or full URLs at low levels (see docs/providers.md): kept at
+# WARNING or above whatever LOG_LEVEL says, so the redaction is a second line of defence, not
+# the only one.
 _NOISY_LOGGERS = {
     "urllib3": "WARNING",
     "httpx": "WARNING",
