@@ -1,33 +1,58 @@
-"""API exceptions with stable codes (kept free of rest_framework.views to avoid import cycles)."""
+"""The API's error codes and its own exceptions (free of rest_framework.views: no import cycle)."""
 
+from __future__ import annotations
+
+from django.db import models
 from rest_framework import exceptions, status
+
+
+class ErrorCode(models.TextChoices):
+    """Every `code` an /api/ error envelope can carry; docs/errors.md explains each one."""
+
+    VALIDATION_FAILED = "validation_failed"
+    PARSE_ERROR = "parse_error"
+    JSON_TOO_DEEP = "json_too_deep"
+    ORG_HEADER_MISSING = "org_header_missing"
+    ORG_HEADER_INVALID = "org_header_invalid"
+    BAD_REQUEST = "bad_request"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTH_SCHEME_UNSUPPORTED = "auth_scheme_unsupported"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    PERMISSION_DENIED = "permission_denied"
+    ADMIN_REQUIRED = "admin_required"
+    NOT_FOUND = "not_found"
+    ORG_NOT_FOUND = "org_not_found"
+    ENDPOINT_NOT_FOUND = "endpoint_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_ACCEPTABLE = "not_acceptable"
+    CONFLICT = "conflict"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    TEST_CONNECTION_BUSY = "test_connection_busy"
+    SERVER_ERROR = "server_error"
+    UNAVAILABLE = "unavailable"
+    TOKEN_UNDECRYPTABLE = "token_undecryptable"
 
 
 class MissingOrgHeader(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "The X-Org-ID header is required: send the id of your organization."
-    default_code = "org_header_missing"
+    default_code = ErrorCode.ORG_HEADER_MISSING.value
 
 
 class MalformedOrgHeader(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "The X-Org-ID header must be a positive integer organization id."
-    default_code = "org_header_invalid"
-
-
-class ConflictError(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
+    default_code = ErrorCode.ORG_HEADER_INVALID.value
 
 
 class JSONTooDeep(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "The JSON body is nested too deeply."
-    default_code = "json_too_deep"
+    default_code = ErrorCode.JSON_TOO_DEEP.value
 
 
 class RequestBodyTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
-    default_code = "body_too_large"
+    default_code = ErrorCode.BODY_TOO_LARGE.value

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import IsOrgAdmin, IsOrgMember
+from api.schema import CONFLICT, ERRORS
 from api.serializers import (
     BookingRequestSerializer,
     BookingSerializer,
@@ -20,19 +21,11 @@ from api.serializers import (
     MessageDetailSerializer,
     MessageSerializer,
 )
-from api.views import ERRORS, ok
+from api.views import ok
 from shared.errors import NotFound, ValidationFailed
 from shared.models import Message, MessageStatus, Provider
 from shared.services.bookings import booking_cancel, booking_get, booking_upsert
 from shared.services.messages import message_create, message_create_bulk, message_retry
-
-CONFLICT = {
-    409: OpenApiResponse(description="Provider not connected / state conflict"),
-    503: OpenApiResponse(
-        description="token_undecryptable: the stored token does not decrypt with any "
-        "FERNET_KEY; an operator must restore the key that encrypted it"
-    ),
-}
 
 
 class MessageListCreateView(generics.ListAPIView):

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.middleware import common
 
 from api.errors import envelope
+from api.exceptions import ErrorCode
 
 SAFE_TO_REDIRECT = ("GET", "HEAD")
 
@@ -58,5 +59,5 @@ class CommonMiddleware(common.CommonMiddleware):
                 f"No endpoint at {request.path}: send {request.method} to {request.path}/ "
                 "(with the trailing slash). Only GET is redirected there."
             )
-            return JsonResponse(envelope(message), status=404)
+            return JsonResponse(envelope(message, code=ErrorCode.ENDPOINT_NOT_FOUND), status=404)
         return super().process_response(request, response)

@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from api.exceptions import MalformedOrgHeader, MissingOrgHeader
+from api.exceptions import ErrorCode, MalformedOrgHeader, MissingOrgHeader
 from shared.models import Membership
 
 ORG_HEADER = "X-Org-ID"
@@ -26,7 +26,9 @@ def not_authenticated(request: Request) -> exceptions.NotAuthenticated:
     """401 for an anonymous caller, with a hint when the header used another scheme."""
     scheme, _, _ = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme and scheme.lower() != "token":
-        return exceptions.NotAuthenticated(TOKEN_SCHEME_HINT)
+        return exceptions.NotAuthenticated(
+            TOKEN_SCHEME_HINT, code=ErrorCode.AUTH_SCHEME_UNSUPPORTED.value
+        )
     return exceptions.NotAuthenticated()
 
 
@@ -50,7 +52,7 @@ def resolve_membership(request: Request) -> Membership:
         .first()
     )
     if membership is None:
-        raise exceptions.NotFound("Organization not found.")
+        raise exceptions.NotFound("Organization not found.", code=ErrorCode.ORG_NOT_FOUND.value)
     request.membership = membership
     request.org = membership.organization
     return membership
@@ -70,6 +72,7 @@ class IsOrgAdmin(IsOrgMember):
     """An admin of the organization named by X-Org-ID."""
 
     message = "This action needs the admin role in this organization."
+    code = ErrorCode.ADMIN_REQUIRED.value
 
     def has_permission(self, request: Request, view: Any) -> bool:
         super().has_permission(request, view)

@@ -1,12 +1,13 @@
-"""OpenAPI: document the X-Org-ID header on every operation that needs it."""
+"""OpenAPI: the X-Org-ID header on every operation that needs it, and the error responses."""
 
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from api.permissions import ORG_HEADER, IsOrgMember
+from api.serializers import ErrorEnvelopeSerializer
 
 ORG_PARAMETER = OpenApiParameter(
     name=ORG_HEADER,
@@ -15,6 +16,32 @@ ORG_PARAMETER = OpenApiParameter(
     required=True,
     description="Id of the organization the request acts on; the caller must be a member.",
 )
+
+
+def error(description: str) -> OpenApiResponse:
+    """An error status whose body is the envelope; `description` names its codes."""
+    return OpenApiResponse(ErrorEnvelopeSerializer, description=description)
+
+
+ERRORS = {
+    400: error(
+        "Invalid request: validation_failed, parse_error, json_too_deep, org_header_missing, "
+        "org_header_invalid"
+    ),
+    401: error(
+        "Not authenticated: not_authenticated, auth_scheme_unsupported, authentication_failed"
+    ),
+    403: error("Admin role required: admin_required, permission_denied"),
+    404: error("Not found: not_found, org_not_found"),
+}
+
+CONFLICT = {
+    409: error("Provider not connected / state conflict: conflict"),
+    503: error(
+        "token_undecryptable: the stored token does not decrypt with any FERNET_KEY; an "
+        "operator must restore the key that encrypted it"
+    ),
+}
 
 
 class OrgAutoSchema(AutoSchema):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from api.exceptions import ErrorCode
 from shared.models import AuditEvent, Booking, Integration, Message
 from shared.validation import MAX_TOKEN_LENGTH
 
@@ -62,8 +63,19 @@ class EnvelopeSerializer(serializers.Serializer):
 
 
 class ErrorEnvelopeSerializer(EnvelopeSerializer):
+    """The body of every /api/ error, with `status` "error" and `ok` false; see docs/errors.md."""
+
+    code = serializers.ChoiceField(
+        choices=ErrorCode.choices,
+        help_text="Stable machine-readable reason; branch on this, not on `message`.",
+    )
     errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field path (`messages.3.body`, `extra.from_email`) to its messages.",
+    )
+    retry_after = serializers.IntegerField(
+        required=False, help_text="Seconds to wait before trying again (429 only)."
     )
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.errors import envelope
+from api.exceptions import ErrorCode
 from api.permissions import IsOrgAdmin, IsOrgMember
+from api.schema import ERRORS, error
 from api.serializers import (
     AuditEventSerializer,
     ConnectionTestResponseSerializer,
@@ -18,7 +20,6 @@ from api.serializers import (
     ConnectResponseSerializer,
     ConnectSerializer,
     EnvelopeSerializer,
-    ErrorEnvelopeSerializer,
     IntegrationSerializer,
 )
 from shared.models import AuditEvent, Integration, Provider
@@ -29,13 +30,6 @@ from shared.services.integrations import (
     integration_get,
     integration_test,
 )
-
-ERRORS = {
-    400: OpenApiResponse(ErrorEnvelopeSerializer, description="Invalid request"),
-    401: OpenApiResponse(ErrorEnvelopeSerializer, description="Not authenticated"),
-    403: OpenApiResponse(ErrorEnvelopeSerializer, description="Admin role required"),
-    404: OpenApiResponse(ErrorEnvelopeSerializer, description="Not found"),
-}
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
@@ -130,13 +124,10 @@ class IntegrationTestView(APIView):
         responses={
             200: ConnectionTestResponseSerializer,
             **ERRORS,
-            429: OpenApiResponse(
-                ErrorEnvelopeSerializer,
-                description=(
-                    "Too many connection tests running for this organization or on this "
-                    "server; `code` is test_connection_busy and the Retry-After header (also "
-                    "`retry_after`) says when to try again"
-                ),
+            429: error(
+                "Too many connection tests running for this organization or on this server; "
+                "`code` is test_connection_busy and the Retry-After header (also `retry_after`) "
+                "says when to try again"
             ),
         },
         parameters=[RETRY_AFTER],
@@ -159,8 +150,8 @@ class IntegrationTestView(APIView):
                 extra_override=serializer.validated_data.get("extra"),
             )
         except ConnectionTestBusy as busy:
-            body = envelope(busy.message, busy.errors)
-            body |= {"code": busy.code, "retry_after": busy.retry_after}
+            body = envelope(busy.message, busy.errors, code=ErrorCode.TEST_CONNECTION_BUSY)
+            body["retry_after"] = busy.retry_after
             return Response(
                 body,
                 status=status.HTTP_429_TOO_MANY_REQUESTS,

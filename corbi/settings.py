@@ -165,6 +165,7 @@ SPECTACULAR_SETTINGS = {
         "MessageStatusEnum": "shared.models.MessageStatus",
         "BookingStatusEnum": "shared.models.BookingStatus",
         "EnvelopeStatusEnum": ["ok", "error"],
+        "ErrorCodeEnum": "api.exceptions.ErrorCode",
     },
 }
 

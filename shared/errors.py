@@ -1,4 +1,4 @@
-"""Errors raised by services; the API renders each as its envelope with a stable code."""
+"""Errors raised by services; the API renders each in its envelope with `code` (docs/errors.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 class ServiceError(Exception):
     """Base for expected, user-facing failures of a service call."""
 
-    code = "error"
+    code = "bad_request"
 
     def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None) -> None:
         super().__init__(message)
@@ -17,7 +17,7 @@ class ServiceError(Exception):
 class ValidationFailed(ServiceError):
     """Input is invalid; `errors` maps each field at fault to its messages."""
 
-    code = "invalid"
+    code = "validation_failed"
 
 
 class NotFound(ServiceError):

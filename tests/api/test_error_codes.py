@@ -1,0 +1,320 @@
+"""Every /api/ error carries a stable `code`: one case per code, the docs table and the schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.test import RequestFactory
+from rest_framework.test import APIClient
+
+import api.views
+from api.errors import envelope, json_bad_request, json_forbidden, json_server_error
+from api.exceptions import ErrorCode
+from shared import errors as service_errors
+from shared.services.integrations import ConnectionTestBusy, integration_connect
+from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
+
+pytestmark = pytest.mark.django_db
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+TELEGRAM = {"provider": "telegram", "to": "4242", "body": "Your table is ready."}
+WHATSAPP = {"provider": "whatsapp", "to": "+14155550123", "body": "Your table is ready."}
+ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
+
+
+@pytest.fixture
+def acme(cast):
+    """The cast with Telegram connected for acme."""
+    integration_connect(
+        organization=cast["admin"].org,
+        provider="telegram",
+        token=CANARY["telegram"],
+        extra=VALID_EXTRA["telegram"],
+    )
+    return cast
+
+
+def api_client(member=None, org_id=None, auth=None, **kwargs) -> APIClient:
+    """A client that answers 500 instead of raising; credentials as given."""
+    made = APIClient(raise_request_exception=False, **kwargs)
+    headers = {}
+    if member is not None:
+        headers["HTTP_AUTHORIZATION"] = auth or f"Token {member.token}"
+        headers["HTTP_X_ORG_ID"] = str(org_id if org_id is not None else member.org.pk)
+    made.credentials(**headers)
+    return made
+
+
+def post_json(api: APIClient, path: str, raw: str, **extra):
+    return api.post(path, data=raw, content_type="application/json", **extra)
+
+
+def patch_view(name: str, exc: Exception):
+    """A setup step: api.views.<name> raises `exc`."""
+
+    def setup(monkeypatch, settings) -> None:
+        def fail(**kwargs):
+            raise exc
+
+        monkeypatch.setattr(api.views, name, fail)
+
+    return setup
+
+
+def drop_key(monkeypatch, settings) -> None:
+    """A setup step: only a key that decrypts no stored token is configured."""
+    settings.FERNET_KEYS = [Fernet.generate_key().decode()]
+
+
+def small_uploads(monkeypatch, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+
+def session_without_csrf(member) -> APIClient:
+    made = APIClient(enforce_csrf_checks=True, raise_request_exception=False)
+    made.force_login(member.user)
+    return made
+
+
+def admin(cast) -> APIClient:
+    return api_client(cast["admin"])
+
+
+# case id: (code, status, request(cast) -> response, optional setup(monkeypatch, settings)).
+CASES = {
+    "validation_failed:serializer": (
+        "validation_failed",
+        400,
+        lambda c: admin(c).post("/api/messages/", {"provider": "telegram"}, format="json"),
+    ),
+    "validation_failed:service": (
+        "validation_failed",
+        400,
+        lambda c: admin(c).post("/api/messages/", {**TELEGRAM, "to": "chat 42"}, format="json"),
+    ),
+    "validation_failed:query": (
+        "validation_failed",
+        400,
+        lambda c: admin(c).get("/api/messages/?status=lost"),
+    ),
+    "validation_failed:parser": (
+        "validation_failed",
+        400,
+        lambda c: post_json(admin(c), "/api/messages/", '{"to": "\\u0000"}'),
+    ),
+    "parse_error": ("parse_error", 400, lambda c: post_json(admin(c), "/api/messages/", "{")),
+    "json_too_deep": (
+        "json_too_deep",
+        400,
+        lambda c: post_json(admin(c), "/api/messages/", "[" * 1000),
+    ),
+    "org_header_missing": (
+        "org_header_missing",
+        400,
+        lambda c: APIClient().get(
+            "/api/integrations/", HTTP_AUTHORIZATION=f"Token {c['admin'].token}"
+        ),
+    ),
+    "org_header_invalid": (
+        "org_header_invalid",
+        400,
+        lambda c: api_client(c["admin"], org_id="acme").get("/api/integrations/"),
+    ),
+    "bad_request:host": (
+        "bad_request",
+        400,
+        lambda c: admin(c).get("/api/integrations/", HTTP_HOST="evil.invalid"),
+    ),
+    "not_authenticated": (
+        "not_authenticated",
+        401,
+        lambda c: api_client().get("/api/integrations/"),
+    ),
+    "auth_scheme_unsupported": (
+        "auth_scheme_unsupported",
+        401,
+        lambda c: api_client(c["admin"], auth=f"Bearer {c['admin'].token}").get(
+            "/api/integrations/"
+        ),
+    ),
+    "authentication_failed": (
+        "authentication_failed",
+        401,
+        lambda c: api_client(c["admin"], auth="Token not-a-key").get("/api/integrations/"),
+    ),
+    "admin_required": (
+        "admin_required",
+        403,
+        lambda c: api_client(c["member"]).delete("/api/integrations/telegram/"),
+    ),
+    "permission_denied:csrf": (
+        "permission_denied",
+        403,
+        lambda c: session_without_csrf(c["admin"]).post(
+            "/api/messages/", TELEGRAM, format="json", HTTP_X_ORG_ID=str(c["admin"].org.pk)
+        ),
+    ),
+    "not_found:service": (
+        "not_found",
+        404,
+        lambda c: admin(c).get("/api/messages/999999/"),
+    ),
+    "not_found:provider": ("not_found", 404, lambda c: admin(c).get("/api/integrations/fax/")),
+    "org_not_found": (
+        "org_not_found",
+        404,
+        lambda c: api_client(c["outsider"], org_id=c["admin"].org.pk).get("/api/integrations/"),
+    ),
+    "endpoint_not_found": (
+        "endpoint_not_found",
+        404,
+        lambda c: admin(c).get("/api/nothing-here/"),
+    ),
+    "endpoint_not_found:slash": (
+        "endpoint_not_found",
+        404,
+        lambda c: admin(c).post("/api/messages", TELEGRAM, format="json"),
+    ),
+    "method_not_allowed": (
+        "method_not_allowed",
+        405,
+        lambda c: admin(c).patch("/api/messages/", TELEGRAM, format="json"),
+    ),
+    "not_acceptable": (
+        "not_acceptable",
+        406,
+        lambda c: admin(c).get("/api/integrations/", HTTP_ACCEPT="text/html"),
+    ),
+    "conflict": (
+        "conflict",
+        409,
+        lambda c: admin(c).post("/api/messages/", WHATSAPP, format="json"),
+    ),
+    "body_too_large": (
+        "body_too_large",
+        413,
+        lambda c: post_json(
+            admin(c), "/api/messages/", json.dumps({**TELEGRAM, "body": "x" * 200})
+        ),
+        small_uploads,
+    ),
+    "unsupported_media_type": (
+        "unsupported_media_type",
+        415,
+        lambda c: admin(c).post(
+            "/api/messages/", data="provider=telegram", content_type="text/plain"
+        ),
+    ),
+    "test_connection_busy": (
+        "test_connection_busy",
+        429,
+        lambda c: admin(c).post("/api/integrations/telegram/test/", {}, format="json"),
+        patch_view("integration_test", ConnectionTestBusy("Too many tests.", retry_after=3)),
+    ),
+    "server_error": (
+        "server_error",
+        500,
+        lambda c: admin(c).get("/api/integrations/telegram/"),
+        patch_view("integration_get", RuntimeError("boom")),
+    ),
+    "unavailable": (
+        "unavailable",
+        503,
+        lambda c: admin(c).get("/api/integrations/telegram/"),
+        patch_view("integration_get", service_errors.Unavailable("Try again later.")),
+    ),
+    "token_undecryptable": (
+        "token_undecryptable",
+        503,
+        lambda c: admin(c).post("/api/messages/", TELEGRAM, format="json"),
+        drop_key,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.keys())
+def test_each_error_carries_its_code(acme, monkeypatch, settings, case):
+    code, status, request, *setup = CASES[case]
+    for step in setup:
+        step(monkeypatch, settings)
+
+    response = request(acme)
+
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    assert_no_canary(response.content.decode())
+    body = response.json()
+    assert body["status"] == "error" and body["ok"] is False and body["message"]
+    assert body["code"] == code
+    assert set(body) <= {"status", "ok", "code", "message", "errors", "retry_after"}
+
+
+def test_every_code_has_a_case():
+    assert {code for code, *_ in CASES.values()} == set(ErrorCode.values)
+
+
+def test_the_django_handlers_carry_codes():
+    request = RequestFactory().get("/api/anything/")
+    for handler, status, code in (
+        (json_bad_request, 400, "bad_request"),
+        (json_forbidden, 403, "permission_denied"),
+        (json_server_error, 500, "server_error"),
+    ):
+        response = handler(request)
+        assert response.status_code == status
+        assert json.loads(response.content)["code"] == code
+
+
+def test_every_service_error_code_is_an_api_code():
+    kinds = [service_errors.ServiceError, ConnectionTestBusy]
+    kinds += [
+        value
+        for value in vars(service_errors).values()
+        if isinstance(value, type) and issubclass(value, service_errors.ServiceError)
+    ]
+    assert {kind.code for kind in kinds} <= set(ErrorCode.values)
+
+
+def test_the_envelope_puts_the_code_next_to_the_message():
+    assert envelope("Nope.", {"to": ["Bad."]}, code=ErrorCode.CONFLICT) == {
+        "status": "error",
+        "ok": False,
+        "code": "conflict",
+        "message": "Nope.",
+        "errors": {"to": ["Bad."]},
+    }
+
+
+def test_docs_list_every_code_once_with_the_status_it_is_sent_with():
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", DOCS.read_text(), flags=re.MULTILINE)
+    documented = dict(rows)
+    assert len(rows) == len(documented), "a code is documented twice"
+    assert set(documented) == set(ErrorCode.values)
+    for code, status, *_ in CASES.values():
+        assert documented[code] == str(status), code
+
+
+def test_every_error_response_in_the_schema_is_the_envelope_with_a_code(client):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    components = schema["components"]["schemas"]
+    error_envelope = components["ErrorEnvelope"]
+    assert {"status", "ok", "code", "message"} <= set(error_envelope["required"])
+    code_ref = error_envelope["properties"]["code"]["allOf"][0]["$ref"]
+    assert code_ref == "#/components/schemas/ErrorCodeEnum"
+    assert sorted(components["ErrorCodeEnum"]["enum"]) == sorted(ErrorCode.values)
+    checked = 0
+    for item in schema["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if int(status) < 400:
+                    continue
+                where = f"{operation['operationId']} {status}"
+                content = response.get("content")
+                assert content, f"{where} declares no body"
+                assert content["application/json"]["schema"] == {"$ref": ENVELOPE_REF}, where
+                checked += 1
+    assert checked >= 60
