@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from shared.delivery.stats import outbox_stats
 from shared.metrics import GuardedCollector, Metrics, RedisMetricsCollector, metrics_text
-from shared.services.messages import outbox_stats
 
 
 def store() -> Metrics:

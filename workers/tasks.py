@@ -17,14 +17,12 @@ from django.db import close_old_connections
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.delivery.batch import message_deliver_batch
+from shared.delivery.sweeper import outbox_sweep
+from shared.delivery.types import OutcomeStatus
 from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
-from shared.services.bookings import booking_sweep, booking_sync
-from shared.services.messages import (
-    DeliveryOutcome,
-    message_deliver_batch,
-    message_sweep,
-)
+from shared.services.bookings import booking_sync
 from shared.services.outbox import DELIVER_MESSAGES, SYNC_BOOKING, publish
 
 logger = logging.getLogger(__name__)
@@ -75,14 +73,9 @@ def send_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=send_threads(), thread_name_prefix="send")
 
 
-def _follow_up(task_name: str, pk: int, outcome: DeliveryOutcome) -> None:
-    if outcome.status == "deferred" and outcome.delay is not None:
-        publish(task_name, [pk], countdown=max(outcome.delay, 0.0) or None)
-
-
 @shared_task(name="workers.tasks.deliver_messages", ignore_result=True)
 def deliver_messages(message_ids: list[int]) -> dict[str, int]:
-    """Deliver a batch of outbound messages by id (the service re-publishes those told to wait)."""
+    """Deliver a batch of outbound messages by id (delivery re-publishes those told to wait)."""
     try:
         outcomes = message_deliver_batch(
             message_ids=message_ids,
@@ -98,16 +91,14 @@ def deliver_messages(message_ids: list[int]) -> dict[str, int]:
             len(message_ids),
             type(exc).__name__,
         )
-        return {"deferred": len(message_ids)}
+        return {OutcomeStatus.DEFERRED: len(message_ids)}
     return dict(Counter(outcome.status for outcome in outcomes.values()))
 
 
 @shared_task(name="workers.tasks.sync_booking", ignore_result=True)
 def sync_booking(booking_pk: int) -> str:
-    """Sync one booking to Google Calendar by id."""
-    outcome = booking_sync(booking_pk=booking_pk)
-    _follow_up(SYNC_BOOKING, booking_pk, outcome)
-    return outcome.status
+    """Sync one booking to Google Calendar by id (delivery re-publishes it if told to wait)."""
+    return booking_sync(booking_pk=booking_pk).status
 
 
 @shared_task(name="workers.tasks.fan_out", ignore_result=True)
@@ -123,7 +114,7 @@ def fan_out(task_name: str, ids: list[int]) -> int:
 @shared_task(name="workers.tasks.sweep_outbox", ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
     """Beat: re-enqueue outbox rows the broker lost, unpublished rows and expired leases."""
-    swept = {"messages": len(message_sweep()), "bookings": len(booking_sweep())}
+    swept = outbox_sweep()
     if any(swept.values()):
         logger.info(
             "Sweeper re-enqueued %(messages)d message(s) and %(bookings)d booking(s).", swept

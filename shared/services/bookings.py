@@ -17,13 +17,16 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from shared.crypto import TokenDecryptionError
+from shared.delivery.claims import KEY_HELD, key_hold_fields
+from shared.delivery.follow_ups import publish_follow_ups
+from shared.delivery.scheduling import backoff_seconds
+from shared.delivery.types import DeliveryOutcome, OutcomeStatus
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Booking, BookingStatus, Integration, Organization, Provider
 from shared.providers.base import ProviderError
 from shared.providers.google_calendar import GoogleCalendar
 from shared.services.keys import ensure_token_decrypts
-from shared.services.messages import KEY_UNAVAILABLE_TEXT, DeliveryOutcome, backoff_seconds
-from shared.services.outbox import SYNC_BOOKING, publish, publish_on_commit
+from shared.services.outbox import SYNC_BOOKING, booking_unpublish, publish_on_commit
 from shared.services.providers import integration_adapter
 
 logger = logging.getLogger(__name__)
@@ -152,7 +155,7 @@ def booking_upsert(*, organization: Organization, booking_id: str, data: Any) ->
             booking.cancelled = False
             _requeue(booking, now)
             booking.save()
-        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=_unpublish)
+        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=booking_unpublish)
     return booking
 
 
@@ -170,7 +173,7 @@ def booking_cancel(*, organization: Organization, booking_id: str) -> Booking:
         booking.cancelled = True
         _requeue(booking, timezone.now())
         booking.save()
-        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=_unpublish)
+        publish_on_commit(SYNC_BOOKING, [booking.pk], on_failure=booking_unpublish)
     return booking
 
 
@@ -191,10 +194,6 @@ def _requeue(booking: Booking, now: datetime) -> None:
         booking.status = BookingStatus.PENDING
 
 
-def _unpublish(ids: list[int]) -> None:
-    Booking.objects.filter(pk__in=ids, status=BookingStatus.PENDING).update(enqueued_at=None)
-
-
 def _event_body(booking: Booking) -> dict[str, Any]:
     body: dict[str, Any] = {
         "summary": booking.summary,
@@ -211,13 +210,20 @@ def _event_body(booking: Booking) -> dict[str, Any]:
 
 
 def booking_sync(*, booking_pk: int) -> DeliveryOutcome:
-    """Bring the calendar event in line with the booking (upsert or delete by its fixed id)."""
+    """Bring the calendar event in line with the booking (upsert or delete by its fixed id);
+    a booking told to wait is published again after its delay."""
+    outcome = _sync(booking_pk)
+    publish_follow_ups(SYNC_BOOKING, {booking_pk: outcome})
+    return outcome
+
+
+def _sync(booking_pk: int) -> DeliveryOutcome:
     now = timezone.now()
     booking = Booking.objects.select_related("organization").filter(pk=booking_pk).first()
     if booking is None or booking.status != BookingStatus.PENDING:
-        return DeliveryOutcome("skipped", reason="not pending")
+        return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="not pending")
     if booking.next_attempt_at and booking.next_attempt_at > now + timedelta(seconds=0.5):
-        return DeliveryOutcome("skipped", reason="not due")
+        return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="not due")
     claimed = Booking.objects.filter(
         pk=booking.pk, status=BookingStatus.PENDING, version=booking.version
     ).update(
@@ -227,7 +233,7 @@ def booking_sync(*, booking_pk: int) -> DeliveryOutcome:
         updated_at=now,
     )
     if not claimed:
-        return DeliveryOutcome("skipped", reason="claimed elsewhere")
+        return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="claimed elsewhere")
     try:
         integration = _calendar(booking.organization)
         adapter = integration_adapter(integration)
@@ -260,12 +266,10 @@ def _hold_for_key(booking: Booking, now: datetime) -> DeliveryOutcome:
     Booking.objects.filter(pk=booking.pk, status=BookingStatus.SYNCING).update(
         status=BookingStatus.PENDING,
         attempts=F("attempts") - 1,
-        last_error=KEY_UNAVAILABLE_TEXT,
-        next_attempt_at=now + timedelta(seconds=settings.SWEEPER_GRACE_SECONDS),
-        enqueued_at=None,
         lease_expires_at=None,
+        **key_hold_fields(now),
     )
-    return DeliveryOutcome("deferred", reason="key_unavailable")
+    return KEY_HELD
 
 
 def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> DeliveryOutcome:
@@ -274,7 +278,7 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
     if changed.update(
         status=BookingStatus.PENDING, next_attempt_at=now, enqueued_at=now, lease_expires_at=None
     ):
-        return DeliveryOutcome("deferred", delay=0.0, reason="changed while syncing")
+        return DeliveryOutcome(OutcomeStatus.DEFERRED, delay=0.0, reason="changed while syncing")
     if error is None:
         Booking.objects.filter(mine).update(
             status=BookingStatus.SYNCED,
@@ -283,7 +287,7 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
             last_error="",
             lease_expires_at=None,
         )
-        return DeliveryOutcome("sent")
+        return DeliveryOutcome(OutcomeStatus.SENT)
     if error.rate_limited or (
         error.kind == "transient" and booking.attempts + 1 < settings.DELIVERY_MAX_RETRIES
     ):
@@ -300,31 +304,10 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
             enqueued_at=now if in_broker else None,
             lease_expires_at=None,
         )
-        return DeliveryOutcome("deferred", delay=delay if in_broker else None, reason=error.kind)
+        return DeliveryOutcome(
+            OutcomeStatus.DEFERRED, delay=delay if in_broker else None, reason=error.kind
+        )
     Booking.objects.filter(mine).update(
         status=BookingStatus.FAILED, last_error=error.message[:500], lease_expires_at=None
     )
-    return DeliveryOutcome("failed", reason=error.kind)
-
-
-def booking_sweep(*, limit: int = 1000) -> list[int]:
-    """Re-enqueue pending bookings the broker lost and syncs whose lease expired."""
-    now = timezone.now()
-    grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
-    due = Q(status=BookingStatus.PENDING, next_attempt_at__lte=now) & (
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=grace, next_attempt_at__lte=grace)
-    )
-    expired = Q(status=BookingStatus.SYNCING, lease_expires_at__lt=now)
-    with transaction.atomic():
-        ids = list(
-            Booking.objects.select_for_update(skip_locked=True)
-            .filter(due | expired)
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            Booking.objects.filter(pk__in=ids).update(
-                status=BookingStatus.PENDING, enqueued_at=now, lease_expires_at=None
-            )
-    if ids and not publish(SYNC_BOOKING, ids):
-        _unpublish(ids)
-    return ids
+    return DeliveryOutcome(OutcomeStatus.FAILED, reason=error.kind)

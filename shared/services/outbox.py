@@ -1,4 +1,4 @@
-"""Publishing outbox rows to Celery by task name (ids only); the sweeper finds what was lost."""
+"""Publishing outbox rows to Celery by task name (ids only), and unpublishing them when that fails."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+
+from shared.models import Booking, BookingStatus, Message, MessageStatus
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +112,13 @@ def publish_on_commit(
             on_failure(ids)
 
     transaction.on_commit(_go)
+
+
+def message_unpublish(ids: Sequence[int]) -> None:
+    """The publish failed: mark the rows so the sweeper publishes them on its next run."""
+    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(enqueued_at=None)
+
+
+def booking_unpublish(ids: Sequence[int]) -> None:
+    """The publish failed: mark the bookings so the sweeper publishes them on its next run."""
+    Booking.objects.filter(pk__in=ids, status=BookingStatus.PENDING).update(enqueued_at=None)

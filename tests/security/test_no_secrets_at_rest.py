@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from shared.delivery.batch import message_deliver
 from shared.models import Booking, Message, Provider
 from shared.services.bookings import booking_sync
-from shared.services.messages import message_deliver
 from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
 from tests.security.conftest import (
     DESTINATION,

@@ -13,11 +13,12 @@ import redis
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from shared.delivery.batch import message_deliver_batch
+from shared.delivery.sweeper import message_sweep
 from shared.metrics import Metrics
 from shared.models import Integration, Message, MessageStatus
 from shared.ratelimit import Limit, RateLimiter
 from shared.services.integrations import integration_connect
-from shared.services.messages import message_deliver_batch, message_sweep
 from tests.factories import CANARY, make_member
 
 pytestmark = pytest.mark.django_db

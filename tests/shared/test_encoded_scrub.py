@@ -14,6 +14,7 @@ import redis
 from bench.security import count_encoded_leaks, count_leaks
 from corbi.audit import AuditFormatter
 from corbi.logging import RedactingFilter, install_record_factory
+from shared.delivery.batch import message_deliver
 from shared.metrics import Metrics
 from shared.models import AuditEvent, Message, MessageStatus
 from shared.providers.base import REDACTED, ProviderError
@@ -22,7 +23,6 @@ from shared.ratelimit import RateLimiter
 from shared.redaction import REDACTED as LOG_REDACTED
 from shared.redaction import redact, remember_secret, scrub_values
 from shared.services.integrations import integration_connect
-from shared.services.messages import message_deliver
 from tests.factories import CANARY, VALID_EXTRA, make_member
 
 pytestmark = pytest.mark.django_db
@@ -95,7 +95,7 @@ def test_a_provider_error_echoing_the_token_encoded_leaves_nothing_in_last_error
 
     with caplog.at_level(logging.DEBUG):
         message_deliver(message_id=message.pk, limiter=tools[0], metrics=tools[1])
-        logging.getLogger("shared.services.messages").warning(
+        logging.getLogger("shared.delivery.recording").warning(
             "send failed: %s", Message.objects.get(pk=message.pk).last_error
         )
     message.refresh_from_db()

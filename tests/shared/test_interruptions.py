@@ -16,9 +16,9 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
+from shared.delivery.sweeper import message_sweep
 from shared.models import Integration, Message, MessageStatus
 from shared.services.integrations import integration_connect
-from shared.services.messages import message_sweep
 from tests.factories import CANARY, make_member
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -32,7 +32,7 @@ django.setup()
 from concurrent.futures import ThreadPoolExecutor
 from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
-from shared.services.messages import message_deliver_batch
+from shared.delivery.batch import message_deliver_batch
 client = redis.Redis.from_url(os.environ["REDIS_URL"])
 prefix = os.environ["TEST_PREFIX"]
 with ThreadPoolExecutor(1) as executor:

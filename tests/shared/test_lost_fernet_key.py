@@ -12,12 +12,13 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from api.metrics import store
+from shared.delivery.batch import message_deliver_batch
+from shared.delivery.sweeper import message_sweep
 from shared.metrics import Metrics
 from shared.models import Booking, BookingStatus, Integration, Message, MessageStatus
 from shared.ratelimit import RateLimiter
 from shared.services.bookings import booking_sync, booking_upsert
 from shared.services.integrations import integration_connect
-from shared.services.messages import message_deliver_batch, message_sweep
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, assert_no_canary, make_member
 
 pytestmark = pytest.mark.django_db

@@ -1,73 +1,28 @@
-"""message_deliver(_batch) and message_sweep in-process: claims, slots, failures, poison messages."""
+"""message_deliver(_batch) in-process: claims, slots, waves, failures."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import json
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
-import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from shared.metrics import Metrics
-from shared.models import Integration, Message, MessageAttempt, MessageStatus
+from shared.delivery import recording, scheduling, sending
+from shared.delivery.batch import message_deliver, message_deliver_batch
+from shared.delivery.scheduling import message_limits
+from shared.models import Integration, Message, MessageStatus
 from shared.providers.base import ProviderError
-from shared.ratelimit import RateLimiter
-from shared.services import messages as service
 from shared.services.integrations import integration_connect
-from shared.services.messages import (
-    message_deliver,
-    message_deliver_batch,
-    message_limits,
-    message_sweep,
-)
-from tests.factories import CANARY, make_member
+from tests.factories import make_member
+from tests.shared.delivery.helpers import OTHER_BOT, queued, sends
 
 pytestmark = pytest.mark.django_db
-BOT = CANARY["telegram"]
-OTHER_BOT = "123456789:otherBotTokenForBatchTests0123456"
-
-
-@pytest.fixture
-def org(sandbox, sandbox_client, settings):
-    settings.TELEGRAM_API_BASE = sandbox.url
-    sandbox_client.configure(telegram_chat_rate=1000, telegram_bot_rate=1000)
-    sandbox_client.add_account("telegram", token=BOT, bot_username="corbi_unit_bot")
-    org = make_member("acme", "alice", "admin").org
-    integration_connect(organization=org, provider="telegram", token=BOT, extra={})
-    return org
-
-
-@pytest.fixture
-def tools():
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
-
-
-def queued(org, to="4242", **fields):
-    integration = org.integrations.get(provider="telegram")
-    fields.setdefault("next_attempt_at", timezone.now())
-    return Message.objects.create(
-        organization=org,
-        integration=integration,
-        provider="telegram",
-        to=to,
-        body="hello",
-        **fields,
-    )
-
-
-def sends(sandbox_client):
-    return [r for r in sandbox_client.requests("telegram") if r["path"].endswith("/sendMessage")]
 
 
 def test_a_queued_message_is_claimed_sent_and_recorded(org, tools, sandbox_client):
@@ -98,7 +53,7 @@ def test_an_unexpected_error_after_the_claim_fails_the_message_once(
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug in our own code")
 
-    monkeypatch.setattr(service, "integration_adapter", broken)
+    monkeypatch.setattr(sending, "integration_adapter", broken)
     message = queued(org)
 
     outcome = message_deliver(message_id=message.pk, limiter=tools[0], metrics=tools[1])
@@ -118,7 +73,7 @@ def test_a_late_error_never_overwrites_a_sent_message(org, tools):
     message.refresh_from_db()
     late = ProviderError("late timeout", kind="transient", provider="telegram")
 
-    outcome = service._record_error(message, 9, timezone.now(), 0.1, late, tools[1])
+    outcome = recording.record_error(message, 9, timezone.now(), 0.1, late, tools[1])
 
     message.refresh_from_db()
     assert outcome.status == "skipped"
@@ -150,25 +105,6 @@ def test_a_fresh_rate_slot_is_used_without_booking_again(org, tools, sandbox_cli
 
     assert outcome.status == "sent"
     assert len(sends(sandbox_client)) == 1
-
-
-def test_the_sweeper_requeues_an_interrupted_send_and_fails_a_poison_message(org, settings):
-    settings.DELIVERY_MAX_INTERRUPTIONS = 3
-    expired = timezone.now() - timedelta(seconds=5)
-    once = queued(org, status=MessageStatus.SENDING, attempts=1, lease_expires_at=expired)
-    poison = queued(
-        org, to="4243", status=MessageStatus.SENDING, attempts=4, lease_expires_at=expired
-    )
-    MessageAttempt.objects.create(message=poison, number=1, started_at=expired, outcome="retry")
-
-    swept = message_sweep()
-
-    once.refresh_from_db()
-    poison.refresh_from_db()
-    assert swept == [once.pk]
-    assert once.status == MessageStatus.QUEUED and once.lease_expires_at is None
-    assert poison.status == MessageStatus.FAILED and poison.error_code == "interrupted"
-    assert org.audit_events.filter(action="message.failed").count() == 1
 
 
 def test_a_provider_429_pauses_the_account_for_every_other_message(org, tools, sandbox_client):
@@ -399,7 +335,7 @@ def test_deferred_messages_with_close_slots_are_published_as_one_task_per_wave(
             row = rows[pk]
             assert row.status == MessageStatus.QUEUED
             assert row.next_attempt_at == due
-            assert timedelta(0) <= row.rate_slot_at - due <= service.WAVE
+            assert timedelta(0) <= row.rate_slot_at - due <= scheduling.WAVE
     slots = sorted(row.rate_slot_at for row in rows.values())
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
     assert gaps == pytest.approx([0.05] * len(gaps), abs=0.01)  # booked at the limit's spacing

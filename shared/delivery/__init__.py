@@ -1,0 +1,1 @@
+"""Delivering outbox rows: batch/sweeper → claims/sending/recording/follow_ups → scheduling → types."""

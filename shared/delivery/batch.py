@@ -1,0 +1,204 @@
+"""One delivery batch: load, schedule, claim, send, record, and publish what must run later."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from datetime import datetime
+from functools import partial
+from typing import NamedTuple
+
+from django.conf import settings
+
+from shared.delivery.claims import (
+    Lease,
+    claim,
+    decrypt_tokens,
+    defer_to_slots,
+    hold_for_key,
+    mark_started,
+    unusable,
+)
+from shared.delivery.follow_ups import publish_follow_ups
+from shared.delivery.recording import (
+    fail_unclaimed,
+    limiter_failed,
+    record_error,
+    record_sent,
+    release_unsent,
+)
+from shared.delivery.scheduling import (
+    Clock,
+    SlotVerdict,
+    is_due,
+    message_limits,
+    plan_waves,
+    slot_decision,
+)
+from shared.delivery.sending import send_all
+from shared.delivery.types import (
+    DeferralScope,
+    DeliveryMetrics,
+    DeliveryOutcome,
+    OutcomeStatus,
+    SendRecord,
+    SlotLimiter,
+)
+from shared.models import Message, MessageStatus
+from shared.services.outbox import DELIVER_MESSAGES, message_unpublish
+
+
+def message_deliver(
+    *, message_id: int, limiter: SlotLimiter, metrics: DeliveryMetrics
+) -> DeliveryOutcome:
+    """Deliver one queued message; see `message_deliver_batch`."""
+    return message_deliver_batch(message_ids=[message_id], limiter=limiter, metrics=metrics)[
+        message_id
+    ]
+
+
+def message_deliver_batch(
+    *,
+    message_ids: Sequence[int],
+    limiter: SlotLimiter,
+    metrics: DeliveryMetrics,
+    executor: Executor | None = None,
+    send_threads: int = 1,
+) -> dict[int, DeliveryOutcome]:
+    """Deliver queued messages by id: decrypt, rate-limit, claim, call the provider, record.
+
+    Rows are claimed with one conditional update (queued → sending), so two deliveries of the
+    same id cannot both call the provider; a call counts as an attempt once it starts (one
+    UPDATE per group of calls starting together). Besides those, the batch costs a fixed number
+    of round trips; the calls run on `executor` when given, else one after another
+    (`send_threads`: how many calls `executor` runs at once). A message told to wait (rate
+    limit, 429, backoff) is published again, due at its time; one waiting longer than
+    MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper. Returns each outcome.
+    Raises redis.RedisError when the limiter is unreachable.
+    """
+    ids = list(dict.fromkeys(int(pk) for pk in message_ids))
+    rows = Message.objects.select_related("integration").in_bulk(ids)
+    clock = Clock.read()
+    ready, outcomes = _due(ids, rows, clock.now)
+    tokens, undecryptable = decrypt_tokens(ready)
+    outcomes.update(hold_for_key(undecryptable, clock.now))
+    ready = [m for m in ready if m.integration_id in tokens]
+    slots = _take_slots(ready, clock, limiter, metrics, send_threads)
+    outcomes.update(slots.outcomes)
+    # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
+    publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
+    published = set(outcomes)
+    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor)
+    outcomes.update(skipped)
+    outcomes.update(record_sent(sends, metrics))
+    outcomes.update(release_unsent([s for s in sends if s.released], metrics))
+    for sent in sends:
+        if sent.error is not None:
+            outcomes[sent.message.pk] = record_error(
+                sent.message,
+                sent.number,
+                sent.started,
+                sent.elapsed,
+                sent.error,
+                metrics,
+                limiter=limiter,
+            )
+    later = {pk: o for pk, o in outcomes.items() if pk not in published}
+    publish_follow_ups(DELIVER_MESSAGES, later, on_failure=message_unpublish)
+    return outcomes
+
+
+def _due(
+    ids: list[int], rows: dict[int, Message], now: datetime
+) -> tuple[list[Message], dict[int, DeliveryOutcome]]:
+    """The queued, due messages among `ids` whose integration can send, and the others'
+    outcomes (those that cannot send at all are failed)."""
+    ready: list[Message] = []
+    outcomes: dict[int, DeliveryOutcome] = {}
+    for pk in ids:
+        message = rows.get(pk)
+        if message is None or message.status != MessageStatus.QUEUED:
+            outcomes[pk] = DeliveryOutcome(OutcomeStatus.SKIPPED, reason="not queued")
+        elif not is_due(message.next_attempt_at, now):
+            outcomes[pk] = DeliveryOutcome(OutcomeStatus.SKIPPED, reason="not due")
+        elif (cannot := unusable(message)) is not None:
+            outcomes[pk] = fail_unclaimed(message, now, *cannot)
+        else:
+            ready.append(message)
+    return ready, outcomes
+
+
+class _Slots(NamedTuple):
+    """The messages whose slot is now, the monotonic time by which each must start (inf: no
+    bound), and the outcomes of the others."""
+
+    ready: list[Message]
+    send_by: dict[int, float]
+    outcomes: dict[int, DeliveryOutcome]
+
+
+def _take_slots(
+    messages: list[Message],
+    clock: Clock,
+    limiter: SlotLimiter,
+    metrics: DeliveryMetrics,
+    send_threads: int,
+) -> _Slots:
+    """Split `messages` by their rate-limit slots (see `slot_decision`): those whose slot is
+    now go on; the others are rescheduled to their slots (`plan_waves`), or retried when their
+    own limit check failed. One limiter round trip books every slot the batch needs. Raises
+    redis.RedisError."""
+    limits = {m.pk: message_limits(m, m.integration) for m in messages}
+    send_by: dict[int, float] = {}
+    need: list[Message] = []
+    for m in messages:
+        booked = slot_decision(limits[m.pk], clock, send_threads, booked_at=m.rate_slot_at)
+        if booked.verdict is SlotVerdict.BOOK:
+            need.append(m)
+        else:
+            send_by[m.pk] = booked.send_by
+    answers = limiter.reserve_many(
+        [limits[m.pk] for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
+    )
+    broken = {m.pk: a for m, a in zip(need, answers, strict=True) if isinstance(a, Exception)}
+    failed = [m for m in need if m.pk in broken]
+    outcomes = limiter_failed(failed, broken, clock.now, metrics)
+    waits: dict[int, float] = {}
+    for m, delay in zip(need, answers, strict=True):
+        if isinstance(delay, Exception):
+            continue
+        decision = slot_decision(limits[m.pk], clock, send_threads, reserved_in=delay)
+        if decision.verdict is SlotVerdict.WAIT:
+            waits[m.pk] = decision.wait
+        else:
+            send_by[m.pk] = decision.send_by
+    if waits:
+        for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
+            metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
+        run_in = plan_waves(waits, limits, settings.MAX_COUNTDOWN_SECONDS)
+        outcomes.update(defer_to_slots(waits, run_in, clock.now))
+    ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
+    return _Slots(ready, send_by, outcomes)
+
+
+def _claim_and_send(
+    ready: list[Message],
+    tokens: dict[int, str],
+    clock: Clock,
+    send_by: dict[int, float],
+    executor: Executor | None,
+) -> tuple[list[SendRecord], dict[int, DeliveryOutcome]]:
+    """Claim `ready` under one lease and call the provider for each row claimed; returns the
+    sends and the outcomes of the rows claimed elsewhere."""
+    lease = Lease.starting(clock)
+    claimed = claim(ready, clock.now, lease.expires_at)
+    skipped = {
+        m.pk: DeliveryOutcome(OutcomeStatus.SKIPPED, reason="claimed elsewhere")
+        for m in ready
+        if m.pk not in claimed
+    }
+    deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
+    jobs = [m for m in ready if m.pk in claimed]
+    mark = partial(mark_started, lease=lease.expires_at)
+    return send_all(jobs, tokens, executor, deadlines, mark), skipped

@@ -1,0 +1,296 @@
+"""Recording what a send did: attempt rows, sent, failed and re-queued rows, audit of failures."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, CharField, F, Value, When
+from django.utils import timezone
+
+from shared.delivery.scheduling import backoff_seconds, message_limits
+from shared.delivery.types import (
+    AttemptOutcome,
+    DeferralScope,
+    DeliveryMetrics,
+    DeliveryOutcome,
+    OutcomeStatus,
+    Release,
+    RetryReason,
+    SendRecord,
+    SendResult,
+    SlotLimiter,
+)
+from shared.models import Integration, Message, MessageAttempt, MessageStatus
+from shared.providers.base import ProviderError
+from shared.services.audit import audit_event_record
+
+logger = logging.getLogger(__name__)
+
+
+def _attempt_row(sent: SendRecord, outcome: AttemptOutcome) -> MessageAttempt:
+    error = sent.error
+    return MessageAttempt(
+        message_id=sent.message.pk,
+        number=sent.number,
+        started_at=sent.started,
+        duration_ms=int(sent.elapsed * 1000),
+        outcome=outcome,
+        provider_code=(error.code or "") if error else "",
+        error=error.message[:500] if error else "",
+    )
+
+
+def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, DeliveryOutcome]:
+    """Write every successful send and its attempt row in one transaction."""
+    sent = [s for s in sends if s.error is None and not s.released]
+    if not sent:
+        return {}
+    now = timezone.now()
+    provider_id: Any = Case(
+        *(When(pk=s.message.pk, then=Value(s.provider_id[:128])) for s in sent),
+        output_field=CharField(),
+    )
+    with transaction.atomic():
+        updated = Message.objects.filter(
+            pk__in=[s.message.pk for s in sent], status=MessageStatus.SENDING
+        ).update(
+            status=MessageStatus.SENT,
+            provider_message_id=provider_id,
+            sent_at=now,
+            lease_expires_at=None,
+            last_error="",
+            error_kind="",
+            error_code="",
+            updated_at=now,
+        )
+        MessageAttempt.objects.bulk_create([_attempt_row(s, AttemptOutcome.SENT) for s in sent])
+    if updated < len(sent):
+        logger.warning(
+            "%d message(s) were sent but their lease had been taken over.", len(sent) - updated
+        )
+    metrics.sends_finished((s.message.provider, SendResult.SENT, s.elapsed) for s in sent)
+    return {s.message.pk: DeliveryOutcome(OutcomeStatus.SENT) for s in sent}
+
+
+def release_unsent(
+    released: list[SendRecord], metrics: DeliveryMetrics
+) -> dict[int, DeliveryOutcome]:
+    """Put claimed messages that were never sent back in the queue, due now (no call started,
+    so `attempts` never counted them)."""
+    outcomes = {
+        s.message.pk: DeliveryOutcome(OutcomeStatus.SKIPPED, reason="claimed elsewhere")
+        for s in released
+        if s.released is Release.LOST
+    }
+    released = [s for s in released if s.released is not Release.LOST]
+    if not released:
+        return outcomes
+    logger.warning(
+        "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
+        "and were re-queued unsent: the worker has more claimed work than its send threads "
+        "(DELIVERY_SEND_THREADS) can start in time.",
+        len(released),
+        sum(s.released is Release.LEASE for s in released),
+        sum(s.released is Release.SLOT for s in released),
+    )
+    for sent in released:
+        if sent.released is Release.SLOT:
+            metrics.rate_limit_deferred(sent.message.provider, DeferralScope.OUR_LIMIT)
+        outcomes[sent.message.pk] = requeue(
+            sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING
+        )
+    return outcomes
+
+
+def record_error(
+    message: Message,
+    number: int,
+    started: datetime,
+    elapsed: float,
+    error: ProviderError,
+    metrics: DeliveryMetrics,
+    *,
+    limiter: SlotLimiter | None = None,
+) -> DeliveryOutcome:
+    """Record a failed provider call: the provider said wait (429), a transient error with
+    retries left (backoff), or a final failure. A late outcome never overwrites a newer one."""
+    now = timezone.now()
+    details = {
+        "last_error": error.message[:500],
+        "error_kind": error.kind,
+        "error_code": (error.code or "")[:64],
+    }
+    sent = SendRecord(message=message, number=number, started=started, elapsed=elapsed, error=error)
+    if error.rate_limited:
+        metrics.send_finished(message.provider, SendResult.RATE_LIMITED, elapsed)
+        metrics.rate_limit_deferred(message.provider, DeferralScope.PROVIDER_429)
+        wait = _pause_account(message, error.retry_after or 1.0, limiter)
+        with transaction.atomic():
+            _attempt_row(sent, AttemptOutcome.RATE_LIMITED).save(force_insert=True)
+            return requeue(message.pk, wait, now, expect=MessageStatus.SENDING, **details)
+    if error.kind == "transient" and message.retries + 1 < settings.DELIVERY_MAX_RETRIES:
+        metrics.send_finished(message.provider, SendResult.RETRIED, elapsed)
+        metrics.retry_scheduled(message.provider, RetryReason.TRANSIENT)
+        delay = backoff_seconds(message.retries + 1)
+        with transaction.atomic():
+            _attempt_row(sent, AttemptOutcome.RETRY).save(force_insert=True)
+            return requeue(
+                message.pk,
+                delay,
+                now,
+                expect=MessageStatus.SENDING,
+                retries=F("retries") + 1,
+                **details,
+            )
+    return _record_failure(sent, error, metrics, now, details)
+
+
+def _pause_account(message: Message, wait: float, limiter: SlotLimiter | None) -> float:
+    """Pause the account for `wait` s; returns the message's own wait, jittered."""
+    if limiter is not None:
+        # The whole account waits, not only this message: no other send hits it early.
+        try:
+            limiter.pause(message_limits(message, message.integration), wait)
+        except redis.RedisError as exc:
+            logger.warning("Could not pause %s sends (%s).", message.provider, type(exc).__name__)
+    return wait * random.uniform(1.0, 1.1)
+
+
+def _record_failure(
+    sent: SendRecord,
+    error: ProviderError,
+    metrics: DeliveryMetrics,
+    now: datetime,
+    details: dict[str, str],
+) -> DeliveryOutcome:
+    message = sent.message
+    rejected = error.credentials_rejected
+    result = SendResult.CREDENTIALS_REJECTED if rejected else SendResult.FAILED
+    metrics.send_finished(message.provider, result, sent.elapsed)
+    outcome = AttemptOutcome.CREDENTIALS_REJECTED if rejected else AttemptOutcome.FAILED
+    with transaction.atomic():
+        _attempt_row(sent, outcome).save(force_insert=True)
+        failed = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+            status=MessageStatus.FAILED,
+            failed_at=now,
+            lease_expires_at=None,
+            updated_at=now,
+            **details,
+        )
+    if not failed:
+        return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="lease taken over")
+    if rejected:
+        _mark_credentials_rejected(message.integration, error, now)
+    audit_failed(message, error)
+    return DeliveryOutcome(OutcomeStatus.FAILED, reason=error.kind)
+
+
+def fail_unclaimed(
+    message: Message, now: datetime, text: str, kind: str, code: str = ""
+) -> DeliveryOutcome:
+    """Fail a still-queued message that cannot be sent at all, audited once."""
+    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
+        status=MessageStatus.FAILED,
+        failed_at=now,
+        last_error=text[:500],
+        error_kind=kind,
+        error_code=code,
+        updated_at=now,
+    )
+    if updated:
+        error = ProviderError(text, kind=kind, provider=message.provider, code=code or None)
+        audit_failed(message, error)
+    return DeliveryOutcome(OutcomeStatus.FAILED, reason=kind)
+
+
+def limiter_failed(
+    messages: list[Message], errors: dict[int, Exception], now: datetime, metrics: DeliveryMetrics
+) -> dict[int, DeliveryOutcome]:
+    """Messages whose own rate-limit check failed (only theirs: the rest of the batch goes on)
+    are retried with backoff like a transient error, then failed, each showing why."""
+    outcomes: dict[int, DeliveryOutcome] = {}
+    for message in messages:
+        error = errors[message.pk]
+        logger.warning(
+            "Rate limit check failed for message %s (%s: %s).",
+            message.pk,
+            type(error).__name__,
+            str(error)[:200],
+        )
+        text = f"The rate limiter could not check this integration's limit ({type(error).__name__})"
+        if message.retries + 1 >= settings.DELIVERY_MAX_RETRIES:
+            outcomes[message.pk] = fail_unclaimed(message, now, text, "transient", "rate_limiter")
+            continue
+        metrics.retry_scheduled(message.provider, RetryReason.RATE_LIMITER)
+        outcomes[message.pk] = requeue(
+            message.pk,
+            backoff_seconds(message.retries + 1),
+            now,
+            expect=MessageStatus.QUEUED,
+            retries=F("retries") + 1,
+            last_error=text + "; retrying.",
+            error_kind="transient",
+            error_code="rate_limiter",
+        )
+    return outcomes
+
+
+def _mark_credentials_rejected(
+    integration: Integration, error: ProviderError, now: datetime
+) -> None:
+    first = Integration.objects.filter(
+        pk=integration.pk, credentials_rejected_at__isnull=True
+    ).update(credentials_rejected_at=now, last_error=error.message[:500], last_error_at=now)
+    if first:
+        audit_event_record(
+            organization=integration.organization,
+            action="integration.credentials_rejected",
+            provider=integration.provider,
+            data={"message": error.message, "code": error.code or ""},
+        )
+
+
+def audit_failed(message: Message, error: ProviderError) -> None:
+    """Audit a message's final failure (`message.failed`)."""
+    audit_event_record(
+        organization=message.organization,
+        action="message.failed",
+        provider=message.provider,
+        data={
+            "message_id": message.pk,
+            "error": error.message,
+            "kind": error.kind,
+            "code": error.code or "",
+        },
+    )
+
+
+def requeue(
+    message_id: int, delay: float, now: datetime, *, expect: str, **fields: Any
+) -> DeliveryOutcome:
+    """Put a message back to queued, due in `delay` s; long delays wait in the DB for the sweeper.
+
+    `expect` is the status the row must still have, so a late outcome never overwrites a newer one.
+    """
+    in_broker = delay <= settings.MAX_COUNTDOWN_SECONDS
+    updated = Message.objects.filter(pk=message_id, status=expect).update(
+        status=MessageStatus.QUEUED,
+        next_attempt_at=now + timedelta(seconds=delay),
+        enqueued_at=now if in_broker else None,
+        lease_expires_at=None,
+        updated_at=now,
+        **fields,
+    )
+    if not updated:
+        return DeliveryOutcome(OutcomeStatus.SKIPPED, reason=f"no longer {expect}")
+    if not in_broker:
+        return DeliveryOutcome(OutcomeStatus.DEFERRED)
+    return DeliveryOutcome(
+        OutcomeStatus.DEFERRED, delay=delay, due_at=now + timedelta(seconds=delay)
+    )

@@ -1,0 +1,137 @@
+"""The sweeper: re-enqueue what the broker lost, for messages and bookings alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from shared.delivery.recording import audit_failed
+from shared.models import Booking, BookingStatus, Message, MessageAttempt, MessageStatus
+from shared.providers.base import ProviderError
+from shared.services.outbox import (
+    DELIVER_MESSAGES,
+    SYNC_BOOKING,
+    booking_unpublish,
+    message_unpublish,
+    publish,
+    publish_groups,
+)
+
+
+def _lost(waiting: str, leased: str, now: datetime) -> Q:
+    """Rows the broker lost: `waiting` rows due and unpublished, or due and published more than
+    SWEEPER_GRACE_SECONDS ago; and `leased` rows past their lease (a worker was killed)."""
+    grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
+    due = Q(status=waiting, next_attempt_at__lte=now) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=grace, next_attempt_at__lte=grace)
+    )
+    expired = Q(status=leased, lease_expires_at__lt=now)
+    return due | expired
+
+
+def message_sweep(*, limit: int = 5000) -> list[int]:
+    """Re-enqueue what the broker lost: stale queued rows, unpublished rows and expired leases.
+
+    A row in `sending` past its lease was interrupted (a worker killed): it goes back to
+    `queued`. When its provider call had started, `attempts` counted it and the gap in its
+    attempt numbers shows that it may have been sent twice; a claim whose call never started
+    leaves no trace. A row with DELIVERY_MAX_INTERRUPTIONS started calls without an outcome (a
+    poison message) fails instead. Ids are published in batches of one integration each, so one
+    tenant's messages never share (and never hold up) a task with another's.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(_lost(MessageStatus.QUEUED, MessageStatus.SENDING, now))
+            .order_by("next_attempt_at")
+            .values_list("pk", "status", "attempts", "integration_id")[:limit]
+        )
+        poisoned = _poisoned(rows)
+        ids = [pk for pk, _, _, _ in rows if pk not in set(poisoned)]
+        if poisoned:
+            _fail_poisoned(poisoned, now)
+        if ids:
+            Message.objects.filter(pk__in=ids).update(
+                status=MessageStatus.QUEUED,
+                enqueued_at=now,
+                lease_expires_at=None,
+                rate_slot_at=None,
+            )
+    for message in Message.objects.filter(pk__in=poisoned).select_related("organization"):
+        audit_failed(
+            message,
+            ProviderError(message.last_error, kind="permanent", provider=message.provider),
+        )
+    _publish_per_integration({pk: integration for pk, _, _, integration in rows}, ids)
+    return ids
+
+
+def _poisoned(rows: list[tuple[int, str, int, int]]) -> list[int]:
+    """The interrupted rows (pk, status, attempts, integration) whose started calls without an
+    attempt row number DELIVERY_MAX_INTERRUPTIONS or more."""
+    recorded: dict[int, int] = {}
+    interrupted = [pk for pk, status, _, _ in rows if status == MessageStatus.SENDING]
+    if interrupted:
+        recorded = dict(
+            MessageAttempt.objects.filter(message_id__in=interrupted)
+            .values("message_id")
+            .annotate(n=Count("id"))
+            .values_list("message_id", "n")
+        )
+    return [
+        pk
+        for pk, status, attempts, _ in rows
+        if status == MessageStatus.SENDING
+        and attempts - recorded.get(pk, 0) >= settings.DELIVERY_MAX_INTERRUPTIONS
+    ]
+
+
+def _fail_poisoned(ids: list[int], now: datetime) -> None:
+    text = f"Interrupted {settings.DELIVERY_MAX_INTERRUPTIONS} times mid-send; not retried"
+    Message.objects.filter(pk__in=ids).update(
+        status=MessageStatus.FAILED,
+        failed_at=now,
+        lease_expires_at=None,
+        last_error=text,
+        error_kind="permanent",
+        error_code="interrupted",
+        updated_at=now,
+    )
+
+
+def _publish_per_integration(integration_of: Mapping[int, int], ids: list[int]) -> None:
+    """Publish `ids` in batches of one integration each (unpublished on failure)."""
+    groups: dict[int, list[int]] = {}
+    for pk in ids:
+        groups.setdefault(integration_of[pk], []).append(pk)
+    if ids and not publish_groups(DELIVER_MESSAGES, list(groups.values())):
+        message_unpublish(ids)
+
+
+def booking_sweep(*, limit: int = 1000) -> list[int]:
+    """Re-enqueue pending bookings the broker lost and syncs whose lease expired."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Booking.objects.select_for_update(skip_locked=True)
+            .filter(_lost(BookingStatus.PENDING, BookingStatus.SYNCING, now))
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Booking.objects.filter(pk__in=ids).update(
+                status=BookingStatus.PENDING, enqueued_at=now, lease_expires_at=None
+            )
+    if ids and not publish(SYNC_BOOKING, ids):
+        booking_unpublish(ids)
+    return ids
+
+
+def outbox_sweep() -> dict[str, int]:
+    """Sweep messages and bookings; how many of each were re-enqueued."""
+    return {"messages": len(message_sweep()), "bookings": len(booking_sweep())}
