@@ -83,18 +83,25 @@ def stack_env(
     **values: str,
 ) -> dict[str, str]:
     """The environment of a web server, worker or beat on corbi.settings (no .env file read)."""
-    return child_env(
-        drop,
-        DJANGO_SETTINGS_MODULE="corbi.settings",
-        CORBI_DOTENV="0",
-        FERNET_KEY=fernet_key,
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        PROVIDER_SANDBOX_URL=sandbox_url,
-        NO_PROXY=LOOPBACK,
-        no_proxy=LOOPBACK,
-        **values,
-    )
+    env = child_env(drop, DJANGO_SETTINGS_MODULE="corbi.settings", CORBI_DOTENV="0")
+    env.update(FERNET_KEY=fernet_key, DATABASE_URL=database_url, REDIS_URL=redis_url)
+    env.update(PROVIDER_SANDBOX_URL=sandbox_url, NO_PROXY=LOOPBACK, no_proxy=LOOPBACK)
+    env.update(values)
+    return env
+
+
+def delivery_timings(
+    *, provider_timeout: float, lease: float, backoff: float, sweep_every: float, grace: float
+) -> dict[str, str]:
+    """Settings of a stack that must recover quickly: provider timeout, delivery lease, first
+    retry backoff, and how often the sweeper runs and how long it leaves a row alone."""
+    return {
+        "PROVIDER_TIMEOUT_SECONDS": f"{provider_timeout:g}",
+        "DELIVERY_LEASE_SECONDS": f"{lease:g}",
+        "DELIVERY_BACKOFF_BASE_SECONDS": f"{backoff:g}",
+        "SWEEPER_INTERVAL_SECONDS": f"{sweep_every:g}",
+        "SWEEPER_GRACE_SECONDS": f"{grace:g}",
+    }
 
 
 def http_session() -> requests.Session:

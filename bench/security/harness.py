@@ -64,13 +64,11 @@ class Run:
             redis_url=REDIS_URL,
             sandbox_url=self.sandbox.url if self.sandbox else "",
             LOG_LEVEL="DEBUG",
-            PROVIDER_TIMEOUT_SECONDS="5",
             TEST_CONNECTION_TIMEOUT_SECONDS="5",
-            SWEEPER_INTERVAL_SECONDS="2",
-            SWEEPER_GRACE_SECONDS="10",
-            DELIVERY_LEASE_SECONDS="20",
-            DELIVERY_BACKOFF_BASE_SECONDS="0.3",
             RATE_LIMIT_TELEGRAM_CHAT="1000",
+            **commands.delivery_timings(
+                provider_timeout=5, lease=20, backoff=0.3, sweep_every=2, grace=10
+            ),
         )
 
     def manage(self, *args: str, fernet: str | None = None, env: dict | None = None):

@@ -77,12 +77,10 @@ def stack(transactional_db, sandbox, sandbox_client, broker, settings, tmp_path)
         redis_url=django_settings.CELERY_BROKER_URL,
         sandbox_url=sandbox.url,
         drop=("PYTEST", "DJANGO_SETTINGS"),
-        PROVIDER_TIMEOUT_SECONDS="2",
-        DELIVERY_LEASE_SECONDS="4",
-        DELIVERY_BACKOFF_BASE_SECONDS="0.2",
-        SWEEPER_INTERVAL_SECONDS="1",
-        SWEEPER_GRACE_SECONDS="3",
         LOG_LEVEL="DEBUG",
+        **commands.delivery_timings(
+            provider_timeout=2, lease=4, backoff=0.2, sweep_every=1, grace=3
+        ),
     )
     procs = Stack(tmp_path, env)
     yield procs
