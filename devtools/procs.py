@@ -145,9 +145,9 @@ def _pump(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
 class Procs:
     """Children started from the repository root, each in its own session, stopped together.
 
-    Output goes to `log` (appended; by default `<log_dir>/<name>.log` when there is a log_dir),
-    or line by line to `on_line` (stderr then joins stdout unless a log takes it), or, with
-    neither, to this process's own stdout/stderr.
+    Output goes to `log` (appended; `<log_dir>/<name>.log` by default when there is a log_dir
+    and no `on_line`), or line by line to `on_line` (stderr then joins stdout unless a log takes
+    it), or, with neither, to this process's own stdout/stderr.
     """
 
     def __init__(self, log_dir: Path | None = None) -> None:
@@ -166,7 +166,7 @@ class Procs:
         log: Path | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> Proc:
-        if log is None and self.log_dir is not None:
+        if log is None and on_line is None and self.log_dir is not None:
             log = self.log_dir / f"{name}.log"
         proc = Proc(name, argv, env, log, on_line)
         self.spawn(proc)
