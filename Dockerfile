@@ -8,7 +8,9 @@ COPY shared shared
 COPY workers workers
 COPY sandbox sandbox
 COPY manage.py gunicorn.conf.py ./
-RUN pip install --no-cache-dir .
+# EXTRAS="[sandbox]" adds the provider simulator's libraries (the compose `sandbox` service).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir ".${EXTRAS}"
 RUN useradd --create-home corbi
 USER corbi
 EXPOSE 8000

@@ -17,15 +17,15 @@ $(STAMP): pyproject.toml
 		echo "Installing into $(VENV) (first run takes ~1 min)..."; quiet=; \
 		$(PYTHON) -m venv $(VENV) || exit 1; \
 	fi; \
-	$(PY) -m pip install $$quiet --upgrade pip && $(PY) -m pip install $$quiet -e '.[dev]'
+	$(PY) -m pip install $$quiet --upgrade pip && $(PY) -m pip install $$quiet -e '.[dev,sandbox]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 run: $(STAMP)
-	$(PY) -m corbi.devstack
+	$(PY) -m devtools.devstack
 
 demo: $(STAMP)
-	$(PY) -m corbi.devstack --demo
+	$(PY) -m devtools.devstack --demo
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -48,7 +48,7 @@ chaos: $(STAMP)
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 security: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,security]'
+	$(PY) -m pip install --quiet -e '.[dev,sandbox,security]'
 	$(PY) -m bench.security $(SECURITY_ARGS)
 
 clean:

@@ -1,27 +1,18 @@
-"""Helpers every benchmark shares: a free loopback port and a bounded wait on a condition."""
+"""What every benchmark shares: its own Postgres database, and the process helpers' waits."""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable
-from typing import Any
+import psycopg
+
+from devtools.procs import free_port, wait_for
+
+__all__ = ["PG", "free_port", "recreate_database", "wait_for"]
+
+PG = "postgres://postgres@127.0.0.1:5432"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `predicate` until it is truthy (returned) or `timeout` passes (RuntimeError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+def recreate_database(name: str) -> None:
+    """Drop (closing its connections) and create the benchmark's own database."""
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import queue
 import re
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 
+from devtools import commands
+from devtools.procs import Proc, ProcessExited, Procs, WaitTimeout
+
 _LISTENING = re.compile(r"sandbox listening on (http://\S+)")
-_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class SandboxError(RuntimeError):
@@ -104,14 +102,12 @@ class SandboxClient:
         self._http.close()
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 class SandboxProcess:
-    """Runs `python -m sandbox --port 0` for the duration of a `with` block."""
+    """Runs `python -m sandbox --port 0` for the duration of a `with` block.
+
+    Its stdout is read for the URL it listens on; stderr goes to `log` when given, else it is
+    echoed to this process's stderr. `procs` registers it with a caller's process stack.
+    """
 
     url: str
     client: SandboxClient
@@ -122,55 +118,54 @@ class SandboxProcess:
         latency_ms: int = 0,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 20.0,
+        procs: Procs | None = None,
+        log: Path | None = None,
     ) -> None:
         self.latency_ms = latency_ms
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
-        self.process: subprocess.Popen[str] | None = None
+        self.procs = procs or Procs()
+        self.log = log
+        self.proc: Proc | None = None
+        self._found: list[str] = []
+
+    @property
+    def process(self) -> Proc | None:
+        return self.proc
+
+    def _line(self, line: str) -> None:
+        match = _LISTENING.search(line)
+        if match and not self._found:
+            self._found.append(match.group(1))
+        elif not match and self.log is None:
+            sys.stderr.write(line)
 
     def __enter__(self) -> SandboxProcess:
-        cmd = [sys.executable, "-m", "sandbox", "--port", "0", *self.extra_args]
+        options = [*self.extra_args]
         if self.latency_ms:
-            cmd += ["--latency-ms", str(self.latency_ms)]
-        self.process = subprocess.Popen(
-            cmd, cwd=_REPO_ROOT, stdout=subprocess.PIPE, text=True, bufsize=1
+            options += ["--latency-ms", str(self.latency_ms)]
+        self.proc = self.procs.start(
+            "sandbox", commands.sandbox(0, *options), log=self.log, on_line=self._line
         )
-        lines: queue.Queue[str | None] = queue.Queue()
-        assert self.process.stdout is not None
-        threading.Thread(target=_pump, args=(self.process.stdout, lines), daemon=True).start()
-        deadline = time.monotonic() + self.startup_timeout
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SandboxError("sandbox did not report it was listening in time")
-                try:
-                    line = lines.get(timeout=remaining)
-                except queue.Empty:
-                    continue
-                if line is None:
-                    raise SandboxError(f"sandbox exited early with code {self.process.wait()}")
-                match = _LISTENING.search(line)
-                if match:
-                    self.url = match.group(1)
-                    break
+            self.procs.wait_ready(
+                self.proc, lambda: self._found, self.startup_timeout, "the sandbox URL", 0.02
+            )
+            self.url = self._found[0]
             self.client = SandboxClient(self.url)
             self.client.health()
+        except (WaitTimeout, ProcessExited) as exc:
+            self._stop()
+            raise SandboxError(f"sandbox did not report it was listening: {exc}") from exc
         except BaseException:
             self._stop()
             raise
         return self
 
     def _stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.proc is not None:
+            self.procs.stop(self.proc, timeout=10)
+            self.proc = None
 
     def __exit__(self, *exc_info: object) -> None:
         if getattr(self, "client", None) is not None:

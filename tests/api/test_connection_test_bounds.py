@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
@@ -21,31 +17,24 @@ import requests
 from django.conf import settings as django_settings
 from django.db import connection
 
+from devtools import commands
+from devtools.procs import Procs, free_port, wait_for
 from shared.services.integrations import LEASE_PREFIX, integration_connect
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, assert_no_canary, make_member
-from tests.workers.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 2.0
 MARGIN = 1.0  # gunicorn, the database and the audit row on top of the budget
 FAST = 1.0  # what "stays fast" means for another org's request during the storm
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """One gunicorn process (1 worker, `threads` threads) on the test database."""
 
-    def __init__(self, tmp_path: Path, sandbox_url: str, threads: int, **env: object) -> None:
+    def __init__(self, procs: Procs, sandbox_url: str, threads: int, **env: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"gunicorn-{self.port}.log"
         db = connection.settings_dict
         environ = {
             **os.environ,
@@ -56,43 +45,23 @@ class Server:
             "TEST_CONNECTION_TIMEOUT_SECONDS": str(BUDGET),
             **{name: str(value) for name, value in env.items()},
         }
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "corbi.wsgi"),
-                *("--bind", f"127.0.0.1:{self.port}", "--workers", "1"),
-                *("--threads", str(threads), "--timeout", "60"),
-            ],
-            cwd=ROOT,
-            env=environ,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self._answers, 30, f"gunicorn on {self.port}")
+        argv = commands.gunicorn(self.port, "--timeout", "60", workers=1, threads=threads)
+        self.proc = procs.start(f"gunicorn-{self.port}", argv, environ)
+        procs.wait_ready(self.proc, self._answers, 30, f"gunicorn on {self.port}")
 
     def _answers(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            requests.get(self.url + "/api/integrations/", timeout=10)
-        except requests.ConnectionError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
+        return commands.http_status(self.url + "/api/integrations/", timeout=10) is not None
 
 
 @pytest.fixture
 def serve(tmp_path, sandbox):
-    servers: list[Server] = []
+    procs = Procs(log_dir=tmp_path)
 
     def start(threads: int = 4, **env: object) -> Server:
-        servers.append(Server(tmp_path, sandbox.url, threads, **env))
-        return servers[-1]
+        return Server(procs, sandbox.url, threads, **env)
 
     yield start
-    for server in servers:
-        server.stop()
+    procs.stop_all()
 
 
 @pytest.fixture

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import json
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,70 +11,21 @@ import pytest
 import redis
 import requests
 
-from corbi import devstack
+from devtools import commands, devstack
+from devtools.procs import Procs, manage, wait_for
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA, assert_no_canary
-from tests.workers.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/6"
 FERNET_KEY = "x8bJ4h9pTQ2mD6qWz1yV3nR5sK7uL0aC9eF2gH4iJ6k="
 BULK = 1000
+CREATE_ADMIN = ("create_member", "--org", "demo", "--username", "a", "--role", "admin")
 DESTINATIONS = {
     "whatsapp": "+15551234567",
     "sendgrid": "someone@example.test",
     "instagram": "1234567890",
 }
-
-
-class Processes:
-    """Child processes of one test, each with a log file, stopped together."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.tmp_path, self.env = tmp_path, env
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-
-    def run(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout
-
-    def start(self, name: str, argv: list[str]) -> Path:
-        log = self.tmp_path / f"{name}.log"
-        self.logs.append(log)
-        self.procs.append(
-            subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        return log
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
 @pytest.fixture
@@ -86,37 +34,36 @@ def sqlite_stack(tmp_path, sandbox, sandbox_client):
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     db_file = tmp_path / "corbi.sqlite3"
-    skip = ("PYTEST", "DJANGO_", "CELERY_", "DATABASE_URL", "REDIS_URL")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "corbi.settings",
-            "CORBI_DOTENV": "0",
-            "FERNET_KEY": FERNET_KEY,
-            "DATABASE_URL": f"sqlite:///{db_file}",
-            "REDIS_URL": REDIS_URL,
-            "CELERY_BROKER_URL": REDIS_URL,
-            "PROVIDER_SANDBOX_URL": sandbox.url,
-        }
+    env = commands.stack_env(
+        fernet_key=FERNET_KEY,
+        database_url=f"sqlite:///{db_file}",
+        redis_url=REDIS_URL,
+        sandbox_url=sandbox.url,
+        drop=("PYTEST", "DJANGO_", "CELERY_", "DATABASE_URL", "REDIS_URL"),
+        CELERY_BROKER_URL=REDIS_URL,
     )
     for provider in DESTINATIONS:
         sandbox_client.add_account(provider, **SANDBOX_ACCOUNTS[provider])
-    procs = Processes(tmp_path, env)
+    procs = Procs(log_dir=tmp_path)
     port = devstack.free_port()
     try:
-        procs.run("migrate", "--noinput")
-        admin = devstack.json.loads(
-            procs.run("create_member", "--org", "demo", "--username", "a", "--role", "admin")
-        )
-        procs.start("web", devstack.web_command(port))
-        worker_log = procs.start("worker", devstack.worker_command(env, "sqlite-worker@%h"))
-        wait_for(lambda: " ready." in worker_log.read_text(), 30, "the worker")
+        run(env, "migrate", "--noinput")
+        admin = json.loads(run(env, *CREATE_ADMIN))
+        procs.start("web", devstack.web_command(port), env)
+        worker = procs.start("worker", devstack.worker_command(env, "sqlite-worker@%h"), env)
+        procs.wait_ready(worker, lambda: " ready." in worker.log_text(), 30, "the worker")
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: devstack.port_open("127.0.0.1", port), 30, "the web server")
         yield base, admin, db_file, procs
     finally:
-        procs.stop()
+        procs.stop_all()
         client.flushdb()
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = manage(*args, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def statuses(db_file: Path) -> dict[str, int]:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,22 +10,12 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
+from devtools import commands
+from devtools.procs import Proc, Procs, wait_for
 from shared.metrics import Metrics
 from tests.factories import CANARY, assert_no_canary
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll `predicate` until it returns truthy or `timeout` passes (a bounded wait on a condition)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["Stack", "wait_for"]  # wait_for: imported from here by the e2e tests
 
 
 class Stack:
@@ -38,91 +24,35 @@ class Stack:
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.tmp_path = tmp_path
         self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: list[Path] = []
+        self.running = Procs(log_dir=tmp_path)
 
-    def start_worker(self, name: str = "w1", concurrency: int = 8) -> subprocess.Popen:
-        log = self.tmp_path / f"{name}.log"
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "corbi",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "DEBUG",
-                "--hostname",
-                f"{name}@e2e",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    @property
+    def procs(self) -> dict[str, Proc]:
+        return self.running.by_name()
+
+    def start_worker(self, name: str = "w1", concurrency: int = 8) -> Proc:
+        hostname = f"{name}@e2e"
+        argv = commands.celery_worker(
+            hostname, *commands.ISOLATED, pool="threads", concurrency=concurrency, loglevel="DEBUG"
         )
-        self.procs[name] = proc
+        proc = self.running.start(name, argv, self.env)
         metrics = Metrics(redis.Redis.from_url(self.env["REDIS_URL"]))
-        wait_for(
-            lambda: f"{name}@e2e" in metrics.workers_seen_within(30) or proc.poll() is not None,
-            30,
-            f"worker {name}",
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
+        self.running.wait_ready(proc, lambda: hostname in metrics.workers_seen_within(30), 30)
         return proc
 
-    def start_beat(self) -> subprocess.Popen:
-        log = self.tmp_path / "beat.log"
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "corbi",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.tmp_path / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs["beat"] = proc
-        return proc
+    def start_beat(self) -> Proc:
+        schedule = self.tmp_path / "beat-schedule"
+        return self.running.start("beat", commands.celery_beat(schedule), self.env)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
+        self.running.kill(self.procs[name], sig, timeout=30)
 
     def stop(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in list(self.procs.values()):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.procs.clear()
+        self.running.stop_all()
+        self.running.reopen()
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+        return self.running.log_text()
 
 
 @pytest.fixture
@@ -141,22 +71,16 @@ def stack(transactional_db, sandbox, sandbox_client, broker, settings, tmp_path)
     settings.GOOGLE_CALENDAR_API_BASE = sandbox.url + "/calendar/v3/"
     settings.GOOGLE_TOKEN_URI = sandbox.url + "/token"
     db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "corbi.settings",
-            "CORBI_DOTENV": "0",
-            "FERNET_KEY": ",".join(django_settings.FERNET_KEYS),
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "REDIS_URL": django_settings.CELERY_BROKER_URL,
-            "PROVIDER_SANDBOX_URL": sandbox.url,
-            "PROVIDER_TIMEOUT_SECONDS": "2",
-            "DELIVERY_LEASE_SECONDS": "4",
-            "DELIVERY_BACKOFF_BASE_SECONDS": "0.2",
-            "SWEEPER_INTERVAL_SECONDS": "1",
-            "SWEEPER_GRACE_SECONDS": "3",
-            "LOG_LEVEL": "DEBUG",
-        }
+    env = commands.stack_env(
+        fernet_key=",".join(django_settings.FERNET_KEYS),
+        database_url=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        redis_url=django_settings.CELERY_BROKER_URL,
+        sandbox_url=sandbox.url,
+        drop=("PYTEST", "DJANGO_SETTINGS"),
+        LOG_LEVEL="DEBUG",
+        **commands.delivery_timings(
+            provider_timeout=2, lease=4, backoff=0.2, sweep_every=1, grace=3
+        ),
     )
     procs = Stack(tmp_path, env)
     yield procs

@@ -10,14 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from corbi import devstack
-from tests.workers.conftest import wait_for
+from devtools import commands, devstack
+from devtools.procs import Procs, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FERNET_KEY = "x8bJ4h9pTQ2mD6qWz1yV3nR5sK7uL0aC9eF2gH4iJ6k="
@@ -72,7 +71,7 @@ def test_a_busy_port_stops_make_run_at_once_naming_the_port_and_its_variable(tmp
         started = time.monotonic()
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "corbi.devstack"],
+                [sys.executable, "-m", "devtools.devstack"],
                 cwd=ROOT,
                 env=stack_env(tmp_path, **ports),
                 capture_output=True,
@@ -89,35 +88,17 @@ def test_a_busy_port_stops_make_run_at_once_naming_the_port_and_its_variable(tmp
 
 
 class Devstack:
-    """`python -m corbi.devstack` as a subprocess, its output collected line by line."""
+    """`python -m devtools.devstack` as a subprocess, its output collected line by line."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corbi.devstack", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        self.procs = Procs()
+        argv = commands.python("-m", "devtools.devstack", *args)
+        self.proc = self.procs.start("devstack", argv, env, on_line=self.lines.append)
 
     def stop(self) -> None:
         """TERM first: the devstack stops its children, which run in their own sessions."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        self.procs.stop(self.proc, timeout=20)
 
     def output(self) -> str:
         return "".join(self.lines)

@@ -1,0 +1,12 @@
+"""Delivery pipeline benchmark: bare Celery vs the full pipeline, API enqueue, rate-limit accuracy.
+
+    .venv/bin/python -m bench.pipeline [--messages N] [--quick]
+
+Starts (and always stops) its own sandbox (--latency-ms 100), gunicorn, Celery workers, a
+dedicated Postgres database (corbi_bench, dropped and recreated) and Redis db 13 (flushed).
+Prints Markdown tables of ratios and rates and writes them to bench/RESULTS.md. It asserts
+nothing about wall time.
+Parts: config, stack (processes, the bench org), runs (one throughput run), throughput (grid,
+batch sizes, scaling, CPU), inprocess (CPU and queries per delivery), memory, api (enqueue),
+ratelimits, report, run (main).
+"""

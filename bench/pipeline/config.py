@@ -1,0 +1,11 @@
+"""The pipeline benchmark's constants."""
+
+from devtools.procs import ROOT
+
+DB_NAME = "corbi_bench"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+LATENCY_MS = 100
+TELEGRAM_TOKEN = "7000001:benchBENCHbench_token_0123456789abcdef"
+CHAT_BASE = 1_000_000  # far from the sandbox's magic chat ids
+LOG_DIR = ROOT / "var" / "bench"
+SCALE_POOL = ("threads", 32, 1)  # the shipped defaults: corbi/settings.py

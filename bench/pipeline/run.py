@@ -1,0 +1,123 @@
+"""`python -m bench.pipeline`: parse the flags, start the stack, run every section, write RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import bench.pipeline
+from bench.common import free_port
+from bench.pipeline.api import section_api
+from bench.pipeline.config import LATENCY_MS
+from bench.pipeline.inprocess import section_queries
+from bench.pipeline.memory import section_memory
+from bench.pipeline.ratelimits import section_rate_limits
+from bench.pipeline.report import write_results
+from bench.pipeline.stack import PROCS, Ctx, bench_org, gunicorn, make_env, setup
+from bench.pipeline.throughput import (
+    section_batch_sizes,
+    section_cpu,
+    section_scaling,
+    section_throughput,
+)
+from sandbox.testing import SandboxProcess
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    doc = bench.pipeline.__doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline", description=doc.splitlines()[0]
+    )
+    parser.add_argument(
+        "--messages", type=int, default=None, help="N per threads and scaling run (600)"
+    )
+    parser.add_argument(
+        "--memory-messages",
+        type=int,
+        default=None,
+        help="messages after the first 1000 in the memory section (10000)",
+    )
+    parser.add_argument(
+        "--memory-procs", type=int, default=1, help="worker processes in the memory section (1)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny N, two grid rows")
+    return parser.parse_args(argv)
+
+
+class Sizes:
+    """How much each section does: small with --quick."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        quick = args.quick
+        self.n = args.messages or (200 if quick else 600)
+        self.api_requests = 300 if quick else 2000
+        self.bulk_requests = 4 if quick else 20
+        self.rl_seconds = 4.0 if quick else 10.0
+        self.mem_first = 200 if quick else 1000
+        self.mem_more = args.memory_messages or (1000 if quick else 10_000)
+        self.inprocess_n = 100 if quick else 500
+        self.scale_procs = (1, 2) if quick else (1, 2, 4)
+        self.batch_sizes = (1, 25) if quick else (1, 5, 25, 100)
+
+
+def run_sections(ctx: Ctx, args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
+    s = Sizes(args)
+    add("(c) API enqueue (worker stopped)", section_api(ctx, s.api_requests, s.bulk_requests))
+    add(
+        f"(a)/(b) Bare Celery vs full pipeline (sandbox latency {LATENCY_MS} ms)",
+        section_throughput(ctx, s.n, args.quick),
+    )
+    add("DELIVERY_BATCH_SIZE (ids per delivery task)", section_batch_sizes(ctx, s.n, s.batch_sizes))
+    scaling, one = section_scaling(ctx, s.n, s.scale_procs)
+    add(f"Scaling (worker processes, sandbox latency {LATENCY_MS} ms)", scaling)
+    add("CPU per delivered message", section_cpu(ctx, one, s.inprocess_n))
+    add("Per-delivery work (in-process, evidence)", section_queries(ctx))
+    add(
+        f"Memory (worker RSS over {s.mem_first + s.mem_more:,} deliveries)",
+        section_memory(ctx, s.mem_first, s.mem_more, args.memory_procs),
+    )
+    add(
+        f"(d) Rate-limit accuracy (instagram, 2x demand for {s.rl_seconds:.0f} s)",
+        section_rate_limits(ctx, s.rl_seconds),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    began = time.monotonic()
+    sections: list[tuple[str, str]] = []
+
+    def add(title: str, body: str) -> None:
+        sections.append((title, body))
+        print(f"## {title}\n\n{body}\n", flush=True)
+        print(f"[{time.monotonic() - began:.0f} s]", flush=True)
+
+    try:
+        with SandboxProcess(latency_ms=LATENCY_MS) as sandbox:
+            env = make_env(sandbox.url)
+            setup(env)
+            with gunicorn(env, free_port()) as (base, gunicorn_pid):
+                ctx = Ctx(env, sandbox, base)
+                ctx.gunicorn_pid = gunicorn_pid
+                ctx.redis.flushdb()
+                bench_org(ctx)
+                run_sections(ctx, args, add)
+    finally:
+        PROCS.stop_all(timeout=10)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # best effort on the way out
+            pass
+    runtime = time.monotonic() - began
+    write_results(sections, argv if argv is not None else sys.argv[1:], runtime)
+    return 0
