@@ -24,12 +24,12 @@ from api.serializers import (
 )
 from shared.models import AuditEvent, Integration, Provider
 from shared.services.integrations import (
-    ConnectionTestBusy,
     integration_connect,
     integration_disconnect,
     integration_get,
     integration_test,
 )
+from shared.services.test_slots import ConnectionTestBusy
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",

@@ -15,7 +15,8 @@ import api.views
 from api.errors import envelope, json_bad_request, json_forbidden, json_server_error
 from api.exceptions import ErrorCode
 from shared import errors as service_errors
-from shared.services.integrations import ConnectionTestBusy, integration_connect
+from shared.services.integrations import integration_connect
+from shared.services.test_slots import ConnectionTestBusy
 from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
 
 pytestmark = pytest.mark.django_db
