@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -19,7 +20,6 @@ from shared.services.outbox import (
     booking_unpublish,
     message_unpublish,
     publish,
-    publish_groups,
 )
 
 
@@ -106,11 +106,24 @@ def _fail_poisoned(ids: list[int], now: datetime) -> None:
 
 
 def _publish_per_integration(integration_of: Mapping[int, int], ids: list[int]) -> None:
-    """Publish `ids` in batches of one integration each (unpublished on failure)."""
-    groups: dict[int, list[int]] = {}
+    """Publish `ids` taking one id of each integration in turn (due order within each), so one
+    tenant's backlog never fills the first batches and each batch spreads over many limits.
+
+    Batches of one integration each were tried: a rate-limited integration then books all of a
+    batch's slots at once and all but one send become one-message wave tasks; the chaos run
+    drained about 40 % slower. A failure of one integration's limit check already stays with its
+    own messages (see `batch._take_slots`), so mixing integrations in a batch is safe.
+    """
+    queues: dict[int, deque[int]] = {}
     for pk in ids:
-        groups.setdefault(integration_of[pk], []).append(pk)
-    if ids and not publish_groups(DELIVER_MESSAGES, list(groups.values())):
+        queues.setdefault(integration_of[pk], deque()).append(pk)
+    ordered: list[int] = []
+    while queues:
+        for integration in list(queues):
+            ordered.append(queues[integration].popleft())
+            if not queues[integration]:
+                del queues[integration]
+    if ordered and not publish(DELIVER_MESSAGES, ordered):
         message_unpublish(ids)
 
 

@@ -49,15 +49,6 @@ def publish(
     return _send(task_name, calls, len(ids))
 
 
-def publish_groups(task_name: str, groups: Sequence[Sequence[int]]) -> bool:
-    """Publish each group of ids in batches of its own (never mixed with another group's ids),
-    over one producer and without fan-out: the sweeper groups by integration so one tenant's
-    batch never carries, or holds up, another's. False if the broker failed."""
-    options: dict[str, Any] = {}
-    calls = [call for ids in groups if ids for call in _calls(task_name, [*map(int, ids)], options)]
-    return _send(task_name, calls, sum(len(ids) for ids in groups))
-
-
 def publish_later(task_name: str, due: Mapping[int, datetime]) -> bool:
     """Publish ids each due at its own time (an ETA); for a batched task, ids due at the same
     time travel together. False on failure."""

@@ -185,17 +185,21 @@ def published_batches(broker) -> list[list[int]]:
     return batches
 
 
-def test_the_sweeper_publishes_each_integrations_messages_in_batches_of_their_own(
+def test_the_sweeper_interleaves_integrations_so_one_backlog_never_fills_the_first_batches(
     orgs, broker, settings
 ):
     settings.DELIVERY_BATCH_SIZE = 4
-    messages = [queued(orgs[("acme", "globex")[i % 2]], str(7500 + i)) for i in range(10)]
-    owner = {m.pk: m.integration_id for m in messages}
+    backlog = [queued(orgs["acme"], str(7500 + i)) for i in range(8)]  # older: due first
+    other = [queued(orgs["globex"], str(7600 + i)) for i in range(2)]
+    owner = {m.pk: m.integration_id for m in [*backlog, *other]}
 
     swept = message_sweep()
 
-    batches = published_batches(broker)
+    batches = published_batches(broker)[::-1]  # kombu pushes left, workers pop right
     assert sorted(swept) == sorted(owner)
     assert sorted(pk for batch in batches for pk in batch) == sorted(owner)
-    assert all(len({owner[pk] for pk in batch}) == 1 for batch in batches), batches
     assert all(len(batch) <= 4 for batch in batches)
+    assert {owner[pk] for pk in batches[0]} == {owner[backlog[0].pk], owner[other[0].pk]}
+    assert [pk for batch in batches for pk in batch if owner[pk] == owner[backlog[0].pk]] == [
+        m.pk for m in backlog
+    ]
