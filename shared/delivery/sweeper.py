@@ -41,8 +41,8 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
     `queued`. When its provider call had started, `attempts` counted it and the gap in its
     attempt numbers shows that it may have been sent twice; a claim whose call never started
     leaves no trace. A row with DELIVERY_MAX_INTERRUPTIONS started calls without an outcome (a
-    poison message) fails instead. Ids are published in batches of one integration each, so one
-    tenant's messages never share (and never hold up) a task with another's.
+    poison message) fails instead. Ids are published one integration at a time in turn, so one
+    tenant's backlog never fills the first batches (`_publish_per_integration`).
     """
     now = timezone.now()
     with transaction.atomic():
