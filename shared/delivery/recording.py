@@ -81,8 +81,8 @@ def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, 
 def release_unsent(
     released: list[SendRecord], metrics: DeliveryMetrics
 ) -> dict[int, DeliveryOutcome]:
-    """Put claimed messages that were never sent back in the queue, due now (no call started,
-    so `attempts` never counted them)."""
+    """Put claimed messages that were never sent back in the queue, due now; a start recorded
+    for one that then went stale (`counted`) is taken back, so `attempts` counts calls only."""
     outcomes = {
         s.message.pk: DeliveryOutcome(OutcomeStatus.SKIPPED, reason="claimed elsewhere")
         for s in released
@@ -102,8 +102,9 @@ def release_unsent(
     for sent in released:
         if sent.released is Release.SLOT:
             metrics.rate_limit_deferred(sent.message.provider, DeferralScope.OUR_LIMIT)
+        undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
         outcomes[sent.message.pk] = requeue(
-            sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING
+            sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo
         )
     return outcomes
 

@@ -139,6 +139,12 @@ def _send_started(
     if not gate.enter(message.pk):
         sent.released = Release.LOST
         return sent
+    # Recording the start took time: a slot (or lease) that went stale meanwhile is not used,
+    # or late sends would bunch up with the next on-time ones.
+    now = time.monotonic()
+    if now > lease_by or now > slot_by:
+        sent.released, sent.counted = (Release.LEASE if now > lease_by else Release.SLOT), True
+        return sent
     sent.started = timezone.now()
     started = time.monotonic()
     try:

@@ -92,6 +92,9 @@ class SendRecord:
     provider_id: str = ""
     error: ProviderError | None = None
     released: Release | None = None
+    # Released after its start was recorded (the wait for the record made it late): the
+    # release takes the attempt back, so no call is counted that never went out.
+    counted: bool = False
 
 
 class SlotLimiter(Protocol):
