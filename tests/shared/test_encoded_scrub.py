@@ -5,21 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import uuid
 from urllib.parse import quote
 
 import pytest
-import redis
 
 from bench.security import count_encoded_leaks, count_leaks
 from corbi.audit import AuditFormatter
 from corbi.logging import RedactingFilter, install_record_factory
 from shared.delivery.batch import message_deliver
-from shared.metrics import Metrics
 from shared.models import AuditEvent, Message, MessageStatus
 from shared.providers.base import REDACTED, ProviderError
 from shared.providers.telegram import TelegramBot
-from shared.ratelimit import RateLimiter
 from shared.redaction import REDACTED as LOG_REDACTED
 from shared.redaction import redact, remember_secret, scrub_values
 from shared.services.integrations import integration_connect
@@ -48,15 +44,6 @@ def org(sandbox, sandbox_client, settings):
         organization=member.org, provider="whatsapp", token=TOKEN, extra=VALID_EXTRA["whatsapp"]
     )
     return member
-
-
-@pytest.fixture
-def tools():
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
 
 
 @pytest.fixture

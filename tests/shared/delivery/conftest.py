@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 
-from shared.metrics import Metrics
-from shared.ratelimit import RateLimiter
 from shared.services.integrations import integration_connect
 from tests.factories import make_member
 from tests.shared.delivery.helpers import BOT
@@ -22,12 +17,3 @@ def org(sandbox, sandbox_client, settings):
     org = make_member("acme", "alice", "admin").org
     integration_connect(organization=org, provider="telegram", token=BOT, extra={})
     return org
-
-
-@pytest.fixture
-def tools():
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
