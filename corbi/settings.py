@@ -271,14 +271,14 @@ DELIVERY_MAX_INTERRUPTIONS = env_int("DELIVERY_MAX_INTERRUPTIONS", 3)
 SWEEPER_INTERVAL_SECONDS = env_float("SWEEPER_INTERVAL_SECONDS", 15.0)
 SWEEPER_GRACE_SECONDS = env_int("SWEEPER_GRACE_SECONDS", 60)
 BULK_MAX_MESSAGES = 1000
-# Shared rate limits (messages per second) per (organization, provider); override per
-# integration with extra.rate_limit_per_second. Telegram also limits each chat.
+# Shared rate limits (messages per second) per (organization, provider): each provider's spec in
+# shared/providers/ has a default; RATE_LIMIT_<SLUG> (e.g. RATE_LIMIT_WHATSAPP=40) overrides it,
+# and extra.rate_limit_per_second overrides both for one integration. Telegram also limits chats.
+_CHAT_RATE_SETTINGS = {"RATE_LIMIT_TELEGRAM_CHAT", "RATE_LIMIT_TELEGRAM_GROUP"}
 RATE_LIMITS = {
-    "whatsapp": env_float("RATE_LIMIT_WHATSAPP", 80.0),
-    "sendgrid": env_float("RATE_LIMIT_SENDGRID", 100.0),
-    "telegram": env_float("RATE_LIMIT_TELEGRAM", 30.0),
-    "instagram": env_float("RATE_LIMIT_INSTAGRAM", 300.0),
-    "google_calendar": env_float("RATE_LIMIT_GOOGLE_CALENDAR", 10.0),
+    name.removeprefix("RATE_LIMIT_").lower(): env_float(name, 0.0)
+    for name in sorted(os.environ)
+    if name.startswith("RATE_LIMIT_") and name not in _CHAT_RATE_SETTINGS
 }
 # A margin under Telegram's ~1 msg/s per chat, so network jitter never trips its 429.
 TELEGRAM_CHAT_RATE = env_float("RATE_LIMIT_TELEGRAM_CHAT", 0.9)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from shared.models import Integration, Message, Provider
+from shared.providers.registry import spec_for
 from shared.ratelimit import Limit
 
 # A task may run this much before its due time (clock skew between hosts) ...
@@ -83,7 +84,7 @@ def _configured_rate(value: Any, provider: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         if value > 0:
             return float(value)
-    return float(settings.RATE_LIMITS.get(provider) or 0)
+    return float(settings.RATE_LIMITS.get(provider, spec_for(provider).default_rate_per_second))
 
 
 def backoff_seconds(retries: int) -> float:

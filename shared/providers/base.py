@@ -15,6 +15,8 @@ import requests
 
 from shared.redaction import scrub_values
 
+from .spec import ProviderSpec
+
 KINDS = ("permanent", "transient", "rate_limited", "credentials")
 REDACTED = "<redacted>"
 
@@ -153,12 +155,20 @@ def retry_after_seconds(value: str | None, default: float) -> float:
     return max(0.0, when - time.time())
 
 
-class Provider:
-    """Base adapter: holds decrypted credentials and builds sanitized errors."""
+class ProviderAdapter:
+    """Base adapter: holds decrypted credentials and builds sanitized errors.
 
+    Each subclass declares its provider's `spec`; `slug` and `vendor` are read from it.
+    """
+
+    spec: ClassVar[ProviderSpec]
     slug: ClassVar[str]
-    label: ClassVar[str]
     vendor: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.slug = cls.spec.slug
+        cls.vendor = cls.spec.vendor
 
     def __init__(
         self,

@@ -16,7 +16,9 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+from . import fields
+from .base import OutboundMessage, ProviderAdapter, ProviderError, retry_after_seconds
+from .spec import ExtraField, ProviderSpec
 
 T = TypeVar("T")
 
@@ -27,12 +29,43 @@ _DEFAULT_RETRY_AFTER = 10.0
 _QUOTA_RETRY_AFTER = 3600.0
 
 
-class GoogleCalendar(Provider):
+def _authorized_user_problem(token: str) -> str:
+    """What is missing from an authorized-user JSON token, "" when it is complete."""
+    try:
+        data = json.loads(token)
+    except ValueError:
+        return "Must be an access token or an authorized-user JSON object."
+    if not isinstance(data, dict):
+        return "Must be an access token or an authorized-user JSON object."
+    missing = [k for k in ("refresh_token", "client_id", "client_secret") if not data.get(k)]
+    if missing:
+        return "The authorized-user JSON needs " + ", ".join(missing) + "."
+    return ""
+
+
+class GoogleCalendar(ProviderAdapter):
     """Writes booking events into one calendar; event ids are derived from booking ids."""
 
-    slug = "google_calendar"
-    label = "Google Calendar"
-    vendor = "Google Calendar"
+    spec = ProviderSpec(
+        slug="google_calendar",
+        label="Google Calendar",
+        vendor="Google Calendar",
+        token_help=(
+            'access token (`ya29.…`) or authorized-user JSON `{"refresh_token", "client_id",'
+            ' "client_secret"}`'
+        ),
+        token_problem=lambda token: (
+            _authorized_user_problem(token) if token.startswith("{") else ""
+        ),
+        extra=(
+            ExtraField(
+                "calendar_id", fields.calendar_id, "defaults to `primary`", default="primary"
+            ),
+        ),
+        base_url_setting="GOOGLE_CALENDAR_API_BASE",
+        default_rate_per_second=10.0,
+        adapter_settings={"token_uri": "GOOGLE_TOKEN_URI"},
+    )
 
     def __init__(
         self,

@@ -9,7 +9,15 @@ from typing import Any
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
+from . import fields
+from .base import (
+    OutboundMessage,
+    ProviderAdapter,
+    ProviderError,
+    retry_after_seconds,
+    shared_session,
+)
+from .spec import ExtraField, MessageRules, ProviderSpec
 
 _CREDENTIALS = {190}
 _RATE_LIMITS = {4, 17, 32, 613, 80002}
@@ -17,12 +25,27 @@ _TRANSIENT = {1, 2}
 _DEFAULT_RETRY_AFTER = 60.0
 
 
-class InstagramGraph(Provider):
+class InstagramGraph(ProviderAdapter):
     """Sends text DMs from our Instagram professional account to an Instagram-scoped user id."""
 
-    slug = "instagram"
-    label = "Instagram"
-    vendor = "Instagram"
+    spec = ProviderSpec(
+        slug="instagram",
+        label="Instagram messaging",
+        vendor="Instagram",
+        token_help="access token (`IGAA…`/`EAA…`)",
+        extra=(
+            ExtraField(
+                "instagram_scoped_id", fields.numeric_id, "numeric IG account id", required=True
+            ),
+        ),
+        base_url_setting="GRAPH_API_BASE",
+        default_rate_per_second=300.0,
+        messages=MessageRules(
+            destination=fields.numeric_id,
+            destination_help="Instagram-scoped user id (digits)",
+            body_limit=999,
+        ),
+    )
 
     def _configure(self) -> None:
         self.account_id = str(self.extra.get("instagram_scoped_id") or "")

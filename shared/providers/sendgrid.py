@@ -12,7 +12,9 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds
+from . import fields
+from .base import OutboundMessage, ProviderAdapter, ProviderError, retry_after_seconds
+from .spec import ExtraField, MessageRules, ProviderSpec
 
 T = TypeVar("T")
 
@@ -20,12 +22,33 @@ _DEFAULT_RETRY_AFTER = 1.0
 _TEMPORARY_BLOCK_RETRY_AFTER = 60.0
 
 
-class SendGridEmail(Provider):
+class SendGridEmail(ProviderAdapter):
     """Sends one email per message from the integration's verified sender."""
 
-    slug = "sendgrid"
-    label = "SendGrid"
-    vendor = "SendGrid"
+    spec = ProviderSpec(
+        slug="sendgrid",
+        label="SendGrid email",
+        vendor="SendGrid",
+        token_help="API key (`SG.…`)",
+        token_problem=lambda token: (
+            "" if token.startswith("SG.") else "Must be a SendGrid API key (it starts with 'SG.')."
+        ),
+        extra=(
+            ExtraField("from_email", fields.email, "a verified sender", required=True),
+            ExtraField("from_name", fields.short_text, "the sender's display name"),
+            ExtraField(
+                "to_email", fields.email, "Settings test destination", test_destination=True
+            ),
+        ),
+        base_url_setting="SENDGRID_API_BASE",
+        default_rate_per_second=100.0,
+        messages=MessageRules(
+            destination=fields.email,
+            destination_help="email address",
+            body_limit=100_000,
+            email=True,
+        ),
+    )
 
     def _configure(self) -> None:
         self.from_email = str(self.extra.get("from_email") or "")

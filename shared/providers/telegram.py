@@ -9,18 +9,52 @@ from typing import Any
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
+from . import fields
+from .base import (
+    OutboundMessage,
+    ProviderAdapter,
+    ProviderError,
+    retry_after_seconds,
+    shared_session,
+)
+from .spec import ExtraField, MessageRules, ProviderSpec
 
 _TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+# What @BotFather issues; connect refuses other shapes before storing them.
+_BOTFATHER_TOKEN = re.compile(r"[0-9]{3,}:[A-Za-z0-9_-]{30,}")
 _DEFAULT_RETRY_AFTER = 1.0
 
 
-class TelegramBot(Provider):
+class TelegramBot(ProviderAdapter):
     """Sends text messages with a bot token to a chat id or @channel."""
 
-    slug = "telegram"
-    label = "Telegram"
-    vendor = "Telegram"
+    spec = ProviderSpec(
+        slug="telegram",
+        label="Telegram bot",
+        vendor="Telegram",
+        token_help="bot token `<id>:<secret>`",
+        token_problem=lambda token: (
+            ""
+            if _BOTFATHER_TOKEN.fullmatch(token)
+            else "Must be a Telegram bot token of the form <bot id>:<secret> from @BotFather."
+        ),
+        extra=(
+            ExtraField(
+                "chat_id",
+                fields.chat_id,
+                "integer or `@channel`; Settings test destination",
+                test_destination=True,
+            ),
+            ExtraField("parse_mode", fields.one_of("MarkdownV2", "HTML", "Markdown"), "formatting"),
+        ),
+        base_url_setting="TELEGRAM_API_BASE",
+        default_rate_per_second=30.0,
+        messages=MessageRules(
+            destination=fields.chat_id,
+            destination_help="chat id (integer) or `@channel`",
+            body_limit=4096,
+        ),
+    )
 
     def _configure(self) -> None:
         if not _TOKEN.fullmatch(self._token):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,11 +12,18 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import ReadTimeoutError
 
-from .base import OutboundMessage, Provider, ProviderError, retry_after_seconds, shared_session
+from . import fields
+from .base import (
+    OutboundMessage,
+    ProviderAdapter,
+    ProviderError,
+    retry_after_seconds,
+    shared_session,
+)
+from .spec import ExtraField, MessageRules, ProviderSpec
 
 T = TypeVar("T")
 
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _CREDENTIALS = {20003}
 _RATE_LIMITS = {20429, 63017, 63018}
 _TRANSIENT = {20500, 20503}
@@ -39,16 +45,35 @@ class _HttpClient(TwilioHttpClient):
         return self.last_response
 
 
-class TwilioWhatsApp(Provider):
+class TwilioWhatsApp(ProviderAdapter):
     """Sends WhatsApp messages from the integration's approved sender."""
 
-    slug = "whatsapp"
-    label = "WhatsApp (Twilio)"
-    vendor = "Twilio"
+    spec = ProviderSpec(
+        slug="whatsapp",
+        label="WhatsApp (Twilio)",
+        vendor="Twilio",
+        token_help="Twilio Auth Token",
+        extra=(
+            ExtraField("account_sid", fields.account_sid, "`AC` + 32 hex", required=True),
+            ExtraField(
+                "from_whatsapp", fields.phone, "E.164, `whatsapp:` prefix allowed", required=True
+            ),
+            ExtraField(
+                "to_whatsapp", fields.phone, "Settings test destination", test_destination=True
+            ),
+        ),
+        base_url_setting="TWILIO_API_BASE",
+        default_rate_per_second=80.0,
+        messages=MessageRules(
+            destination=fields.phone,
+            destination_help="E.164 number (`whatsapp:` prefix allowed)",
+            body_limit=1600,
+        ),
+    )
 
     def _configure(self) -> None:
         self.account_sid = str(self.extra.get("account_sid") or "")
-        if not _ACCOUNT_SID.fullmatch(self.account_sid):
+        if not fields.ACCOUNT_SID.fullmatch(self.account_sid):
             raise self._error(
                 "Twilio account SID is malformed (expected AC + 32 hex digits)", kind="credentials"
             )

@@ -17,14 +17,14 @@ from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError, encrypt_token, token_fingerprint
 from shared.errors import NotFound, ValidationFailed
-from shared.models import Integration, Organization, Provider
+from shared.models import Integration, Organization
 from shared.providers.base import OutboundMessage, ProviderError
-from shared.providers.registry import PROVIDERS
+from shared.providers.registry import SPECS
 from shared.services.audit import audit_event_record
 from shared.services.keys import integration_token
 from shared.services.providers import integration_adapter
 from shared.services.test_slots import TEST_SLOTS
-from shared.validation import FIELDS, validate_extra, validate_token
+from shared.validation import validate_extra, validate_token
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,6 @@ class ConnectionTestResult:
     checks: dict[str, Any] = field(default_factory=dict)
     error_kind: str = ""
     error_code: str = ""
-
-
-# Which extra field holds each provider's Settings-test destination.
-TEST_DESTINATION = {
-    Provider.WHATSAPP: "to_whatsapp",
-    Provider.SENDGRID: "to_email",
-    Provider.TELEGRAM: "chat_id",
-}
 
 
 def _test_message(provider: str, to: str) -> OutboundMessage:
@@ -217,7 +209,7 @@ def _run_bounded(
     except FuturesTimeout:
         return ConnectionTestResult(
             ok=False,
-            message=f"{PROVIDERS[integration.provider].vendor} did not answer within {budget:g} s",
+            message=f"{SPECS[integration.provider].vendor} did not answer within {budget:g} s",
             checks=dict(checks),
             error_kind="transient",
         )
@@ -239,7 +231,7 @@ def _probe_and_send(
             integration, timeout=remaining, extra_override=override, token=token
         )
         checks["credentials"] = adapter.check()
-        field_name = TEST_DESTINATION.get(provider)
+        field_name = SPECS[provider].test_destination
         destination = (integration.extra | override).get(field_name) if field_name else None
         if destination:
             remaining = _time_left(provider, deadline, budget, floor=0.5)
@@ -264,7 +256,7 @@ def _time_left(provider: str, deadline: float, budget: float, *, floor: float) -
     remaining = deadline - time.monotonic()
     if remaining <= floor:
         raise ProviderError(
-            f"{PROVIDERS[provider].vendor} did not answer within {budget:g} s",
+            f"{SPECS[provider].vendor} did not answer within {budget:g} s",
             kind="transient",
             provider=provider,
         )
@@ -278,7 +270,7 @@ def _test_override(provider: str, extra_override: Any) -> dict[str, Any]:
         raise ValidationFailed(
             "extra must be a JSON object.", errors={"extra": ["Must be an object."]}
         )
-    allowed = set(TEST_DESTINATION.values()) & set(FIELDS[provider])
+    allowed = {SPECS[provider].test_destination} - {None}
     unknown = sorted(set(extra_override) - allowed)
     if unknown:
         hint = ", ".join(sorted(allowed)) or "none for this provider"
@@ -290,7 +282,7 @@ def _test_override(provider: str, extra_override: Any) -> dict[str, Any]:
 
 
 def _success_text(provider: str, checks: dict[str, Any]) -> str:
-    text = f"{Provider(provider).label}: credentials accepted ({checks['credentials']})"
+    text = f"{SPECS[provider].label}: credentials accepted ({checks['credentials']})"
     if "test_message" in checks:
         text += f"; test message sent to {checks['test_message']['to']}"
     return text + "."

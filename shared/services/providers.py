@@ -6,25 +6,17 @@ from typing import Any
 
 from django.conf import settings
 
-from shared.models import Integration, Provider
-from shared.providers.base import Provider as Adapter
-from shared.providers.registry import build_adapter
+from shared.models import Integration
+from shared.providers.base import ProviderAdapter
+from shared.providers.registry import build_adapter, spec_for
 from shared.services.keys import integration_token
 
 
 def provider_endpoint(slug: str) -> tuple[str, dict[str, Any]]:
-    """(base_url, extra adapter options) for `slug` from settings (PROVIDER_SANDBOX_URL aware)."""
-    if slug == Provider.WHATSAPP:
-        return settings.TWILIO_API_BASE, {}
-    if slug == Provider.SENDGRID:
-        return settings.SENDGRID_API_BASE, {}
-    if slug == Provider.TELEGRAM:
-        return settings.TELEGRAM_API_BASE, {}
-    if slug == Provider.INSTAGRAM:
-        return settings.GRAPH_API_BASE, {}
-    if slug == Provider.GOOGLE_CALENDAR:
-        return settings.GOOGLE_CALENDAR_API_BASE, {"token_uri": settings.GOOGLE_TOKEN_URI}
-    raise KeyError(slug)
+    """(base_url, extra adapter options) for `slug`, read from the settings its spec names."""
+    spec = spec_for(slug)
+    options = {option: getattr(settings, name) for option, name in spec.adapter_settings.items()}
+    return getattr(settings, spec.base_url_setting), options
 
 
 def integration_adapter(
@@ -33,7 +25,7 @@ def integration_adapter(
     timeout: float | None = None,
     extra_override: dict | None = None,
     token: str | None = None,
-) -> Adapter:
+) -> ProviderAdapter:
     """An adapter holding the integration's freshly decrypted token (build one per task/call).
 
     `token` is the already decrypted token when the caller decrypted it once for several sends.

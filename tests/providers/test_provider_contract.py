@@ -70,7 +70,7 @@ def test_provider_error_code_is_always_a_string():
 def test_registry_lists_the_five_slugs_in_order():
     assert SLUGS == ("whatsapp", "sendgrid", "telegram", "instagram", "google_calendar")
     assert all(PROVIDERS[slug].slug == slug for slug in SLUGS)
-    assert all(PROVIDERS[slug].label for slug in SLUGS)
+    assert all(PROVIDERS[slug].spec.label for slug in SLUGS)
 
 
 def test_build_adapter_rejects_an_unknown_slug():
