@@ -12,7 +12,15 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from api.exceptions import ErrorCode, RequestBodyTooLarge
-from shared.errors import Conflict, NotFound, ServiceError, Unavailable, ValidationFailed
+from shared.errors import (
+    Conflict,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    ValidationFailed,
+    first_error,
+    flatten_errors,
+)
 
 _SERVICE_STATUS = {
     ValidationFailed: status.HTTP_400_BAD_REQUEST,
@@ -56,32 +64,6 @@ def envelope(message: str, errors: dict[str, Any] | None = None, *, code: str) -
     return body
 
 
-def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
-    """DRF's nested error detail as {"field.sub": [messages]}."""
-    out: dict[str, list[str]] = {}
-    if isinstance(detail, dict):
-        for key, value in detail.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            out.update(_flatten(value, name))
-    elif isinstance(detail, list):
-        if all(not isinstance(item, dict | list) for item in detail):
-            out[prefix or "non_field_errors"] = [str(item) for item in detail]
-        else:
-            for index, item in enumerate(detail):
-                name = f"{prefix}.{index}" if prefix else str(index)
-                out.update(_flatten(item, name))
-    else:
-        out[prefix or "non_field_errors"] = [str(detail)]
-    return out
-
-
-def _message_for(errors: dict[str, list[str]]) -> str:
-    field, messages = next(iter(errors.items()))
-    if field == "non_field_errors":
-        return messages[0]
-    return f"{field}: {messages[0]}"
-
-
 def error_code(code: object, http_status: int) -> ErrorCode:
     """`code` when it is an ErrorCode, else the generic code of the HTTP status."""
     if code in ErrorCode.values:
@@ -119,8 +101,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = error_code(getattr(getattr(exc, "detail", None), "code", None), response.status_code)
     if isinstance(exc, exceptions.ValidationError):
         code = ErrorCode.VALIDATION_FAILED
-        errors = _flatten(detail)
-        message = _message_for(errors) if errors else _GENERIC_MESSAGES[400]
+        errors = flatten_errors(detail)
+        message = first_error(errors) if errors else _GENERIC_MESSAGES[400]
     elif isinstance(detail, dict) and "detail" in detail:
         message = str(detail["detail"])
     else:

@@ -12,17 +12,15 @@ from rest_framework.views import APIView
 from api.permissions import IsOrgAdmin, IsOrgMember
 from api.schema import CONFLICT, ERRORS
 from api.serializers import (
-    BookingRequestSerializer,
     BookingSerializer,
     BulkResponseSerializer,
-    MessageBulkSerializer,
     MessageCreatedSerializer,
-    MessageCreateSerializer,
     MessageDetailSerializer,
     MessageSerializer,
 )
 from api.views import ok
 from shared.errors import NotFound, ValidationFailed
+from shared.inputs import BookingRequestSerializer, MessageBulkSerializer, MessageCreateSerializer
 from shared.models import Message, MessageStatus, Provider
 from shared.services.bookings import booking_cancel, booking_get, booking_upsert
 from shared.services.messages import message_create, message_create_bulk, message_retry
@@ -71,9 +69,7 @@ class MessageListCreateView(generics.ListAPIView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        message, created = message_create(organization=request.org, **serializer.validated_data)
+        message, created = message_create(organization=request.org, data=request.data)
         text = (
             "Message queued." if created else "A message with this idempotency key already exists."
         )
@@ -92,11 +88,7 @@ class MessageBulkView(APIView):
         responses={202: BulkResponseSerializer, **ERRORS, **CONFLICT},
     )
     def post(self, request: Request) -> Response:
-        serializer = MessageBulkSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        results = message_create_bulk(
-            organization=request.org, items=serializer.validated_data["messages"]
-        )
+        results = message_create_bulk(organization=request.org, data=request.data)
         created = sum(1 for _, new in results if new)
         return Response(
             ok(

@@ -1,23 +1,14 @@
-"""Request and response shapes of the API; secrets are write-only and never serialized."""
+"""Response shapes of the API (message and booking input: shared.inputs); secrets are write-only
+and never serialized."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from api.exceptions import ErrorCode
+from shared.inputs import StrictCharField
 from shared.models import AuditEvent, Booking, Integration, Message
 from shared.validation import MAX_TOKEN_LENGTH
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that takes JSON strings only; DRF's turns 42 into "42"."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data: object) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class IntegrationSerializer(serializers.ModelSerializer):
@@ -155,19 +146,6 @@ class MessageDetailSerializer(MessageSerializer):
         return max(obj.attempts - finished - in_flight, 0)
 
 
-class MessageCreateSerializer(serializers.Serializer):
-    provider = serializers.ChoiceField(choices=["whatsapp", "sendgrid", "telegram", "instagram"])
-    to = StrictCharField(max_length=320)
-    body = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
-    subject = StrictCharField(required=False, allow_blank=True, default="", max_length=998)
-    html = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
-    idempotency_key = StrictCharField(required=False, allow_null=True, default=None, max_length=128)
-
-
-class MessageBulkSerializer(serializers.Serializer):
-    messages = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
-
-
 class MessageCreatedSerializer(EnvelopeSerializer):
     message_id = serializers.IntegerField()
     data = MessageSerializer()
@@ -183,16 +161,6 @@ class BulkResponseSerializer(EnvelopeSerializer):
     created = serializers.IntegerField()
     existing = serializers.IntegerField()
     messages = BulkItemSerializer(many=True)
-
-
-class BookingRequestSerializer(serializers.Serializer):
-    summary = StrictCharField(max_length=500)
-    description = StrictCharField(required=False, allow_blank=True)
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
-    timezone = StrictCharField(required=False)
-    location = StrictCharField(required=False, allow_blank=True)
-    attendees = serializers.ListField(child=serializers.EmailField(), required=False)
 
 
 class BookingSerializer(serializers.ModelSerializer):

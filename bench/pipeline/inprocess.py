@@ -49,7 +49,9 @@ class InProcess:
 
         chats = self.ctx.chats(count)
         items = [{"provider": "telegram", "to": str(c), "body": "cpu"} for c in chats]
-        return [m.pk for m, _ in message_create_bulk(organization=self.org, items=items)]
+        return [
+            m.pk for m, _ in message_create_bulk(organization=self.org, data={"messages": items})
+        ]
 
     def deliver(self, ids: list[int]) -> dict:
         from shared.delivery.batch import message_deliver_batch
@@ -156,7 +158,9 @@ def query_table(ctx: Ctx, org: Any, r: redis.Redis) -> tuple[list[str], Any]:
     lines = ["| step | SQL queries | wall ms |", "|---|---:|---:|"]
     for label in ("first delivery in a process", "steady-state delivery"):
         (chat,) = ctx.chats(1)
-        message, _ = message_create(organization=org, provider="telegram", to=str(chat), body="q")
+        message, _ = message_create(
+            organization=org, data={"provider": "telegram", "to": str(chat), "body": "q"}
+        )
         with CaptureQueriesContext(connection) as captured:
             t0 = time.perf_counter()
             outcome = message_deliver(
@@ -168,7 +172,7 @@ def query_table(ctx: Ctx, org: Any, r: redis.Redis) -> tuple[list[str], Any]:
     single = captured
     size = settings.DELIVERY_BATCH_SIZE
     items = [{"provider": "telegram", "to": str(c), "body": "q"} for c in ctx.chats(size)]
-    ids = [m.pk for m, _ in message_create_bulk(organization=org, items=items)]
+    ids = [m.pk for m, _ in message_create_bulk(organization=org, data={"messages": items})]
     with CaptureQueriesContext(connection) as captured:
         t0 = time.perf_counter()
         outcomes = message_deliver_batch(
@@ -217,7 +221,9 @@ def delivery_cpu(ctx: Ctx, org: Any, r: redis.Redis) -> str:
     reps = 20
     cpu = 0.0
     for chat in ctx.chats(reps):
-        message, _ = message_create(organization=org, provider="telegram", to=str(chat), body="q")
+        message, _ = message_create(
+            organization=org, data={"provider": "telegram", "to": str(chat), "body": "q"}
+        )
         t0 = time.thread_time()
         message_deliver(
             message_id=message.pk, limiter=RateLimiter(r), metrics=Metrics.from_url(REDIS_URL)

@@ -52,7 +52,9 @@ def create_demand(orgs: list[tuple[int, object, str]], seconds: float) -> list[i
             for i in range(count)
         ]
         for start in range(0, count, 1000):
-            created = message_create_bulk(organization=org, items=items[start : start + 1000])
+            created = message_create_bulk(
+                organization=org, data={"messages": items[start : start + 1000]}
+            )
             ids += [m.pk for m, _ in created]
     return ids
 

@@ -6,15 +6,11 @@ import logging
 import re
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from shared.crypto import TokenDecryptionError
 from shared.delivery.claims import KEY_HELD, key_hold_fields
@@ -22,6 +18,7 @@ from shared.delivery.follow_ups import publish_follow_ups
 from shared.delivery.scheduling import backoff_seconds
 from shared.delivery.types import DeliveryOutcome, OutcomeStatus
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.inputs import BookingRequestSerializer, validated
 from shared.models import Booking, BookingStatus, Integration, Organization, Provider
 from shared.providers.base import ProviderError
 from shared.providers.google_calendar import GoogleCalendar
@@ -32,7 +29,6 @@ from shared.services.providers import integration_adapter
 logger = logging.getLogger(__name__)
 
 BOOKING_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-MAX_ATTENDEES = 50
 
 
 def booking_event_id(organization_id: int, booking_id: str) -> str:
@@ -62,75 +58,7 @@ def _validate(booking_id: str, data: Any) -> dict[str, Any]:
             "booking_id: use 1 to 128 letters, digits, '.', '_', ':' or '-'.",
             errors={"booking_id": ["Use 1 to 128 letters, digits, '.', '_', ':' or '-'."]},
         )
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            "The body must be a JSON object.", errors={"non_field_errors": ["Must be an object."]}
-        )
-    errors: dict[str, list[str]] = {
-        name: ["Must not contain NUL characters."]
-        for name in ("summary", "description", "location", "timezone", "start", "end")
-        if isinstance(data.get(name), str) and "\x00" in data[name]
-    }
-    summary = data.get("summary")
-    if "summary" in errors:
-        pass
-    elif not isinstance(summary, str) or not summary.strip():
-        errors["summary"] = ["This field is required."]
-    elif len(summary) > 500:
-        errors["summary"] = ["Must be at most 500 characters."]
-    tz_name = data.get("timezone") or "UTC"
-    try:
-        tz = ZoneInfo(tz_name) if isinstance(tz_name, str) else None
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = None
-    if tz is None:
-        errors.setdefault("timezone", ["Must be an IANA time zone such as Europe/Madrid."])
-    times: dict[str, datetime] = {}
-    for name in ("start", "end"):
-        if name in errors:
-            continue
-        raw = data.get(name)
-        try:
-            parsed = parse_datetime(raw) if isinstance(raw, str) else None
-        except ValueError:  # well-formed but impossible, e.g. month 13
-            parsed = None
-        if parsed is not None and timezone.is_naive(parsed):
-            parsed = parsed.replace(tzinfo=tz or ZoneInfo("UTC"))
-        if parsed is None or not 1970 <= parsed.year <= 9998:
-            errors[name] = ["Must be an ISO 8601 date-time such as 2030-01-01T10:00:00+01:00."]
-            continue
-        times[name] = parsed
-    if len(times) == 2 and times["end"] <= times["start"]:
-        errors["end"] = ["Must be after start."]
-    for name, limit in (("description", 8000), ("location", 500)):
-        value = data.get(name, "")
-        if (
-            name not in errors
-            and value is not None
-            and (not isinstance(value, str) or len(value) > limit)
-        ):
-            errors[name] = [f"Must be a string of at most {limit} characters."]
-    attendees = data.get("attendees") or []
-    if not isinstance(attendees, list) or len(attendees) > MAX_ATTENDEES:
-        errors["attendees"] = [f"Must be a list of at most {MAX_ATTENDEES} email addresses."]
-    else:
-        for index, email in enumerate(attendees):
-            try:
-                validate_email(email if isinstance(email, str) else "")
-            except DjangoValidationError:
-                errors[f"attendees.{index}"] = ["Must be a valid email address."]
-    if errors:
-        first = next(iter(errors))
-        raise ValidationFailed(f"{first}: {errors[first][0]}", errors=errors)
-    return {
-        "summary": summary.strip(),
-        "description": data.get("description") or "",
-        "location": data.get("location") or "",
-        "start": times["start"],
-        "end": times["end"],
-        "timezone": tz_name,
-        "attendees": attendees,
-    }
+    return validated(BookingRequestSerializer, data)
 
 
 def booking_upsert(*, organization: Organization, booking_id: str, data: Any) -> Booking:

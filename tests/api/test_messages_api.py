@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 
 from shared.models import Message, MessageAttempt, MessageStatus
+from shared.providers.registry import MESSAGING_SLUGS as MESSAGING_PROVIDERS
+from shared.providers.registry import SPECS
 from shared.services.integrations import integration_connect, integration_disconnect
-from shared.services.messages import BODY_LIMITS, MESSAGING_PROVIDERS
 from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
 
 pytestmark = pytest.mark.django_db
@@ -159,14 +160,14 @@ def test_invalid_destination_is_rejected_naming_to(acme, client_for, provider, t
 
 @pytest.mark.parametrize("provider", MESSAGING_PROVIDERS)
 def test_body_at_the_provider_limit_is_accepted(acme, client_for, provider):
-    payload = {**VALID[provider], "body": "x" * BODY_LIMITS[provider]}
+    payload = {**VALID[provider], "body": "x" * SPECS[provider].messages.body_limit}
 
     ok_body(post(client_for(acme["admin"]), payload), 202)
 
 
 @pytest.mark.parametrize("provider", MESSAGING_PROVIDERS)
 def test_body_over_the_provider_limit_is_rejected_naming_body(acme, client_for, provider):
-    payload = {**VALID[provider], "body": "x" * (BODY_LIMITS[provider] + 1)}
+    payload = {**VALID[provider], "body": "x" * (SPECS[provider].messages.body_limit + 1)}
 
     body = assert_error_envelope(post(client_for(acme["admin"]), payload), 400)
 
@@ -303,7 +304,7 @@ def test_empty_bulk_is_rejected(acme, client_for):
 def test_bulk_reports_every_invalid_item_by_index_and_writes_nothing(acme, client_for):
     items = [dict(VALID[MESSAGING_PROVIDERS[i % 4]]) for i in range(600)]
     items[7]["to"] = "not a destination"
-    items[500]["body"] = "x" * (BODY_LIMITS[items[500]["provider"]] + 1)
+    items[500]["body"] = "x" * (SPECS[items[500]["provider"]].messages.body_limit + 1)
 
     body = assert_error_envelope(post_bulk(client_for(acme["admin"]), items), 400)
 

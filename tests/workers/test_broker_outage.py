@@ -125,10 +125,17 @@ def hold_unacked_tasks(stack, sandbox_client, org, server: OwnRedis) -> tuple[li
     worker = stack.start_worker("w1", concurrency=4)
     deferred = message_create_bulk(
         organization=org,
-        items=[
-            {"provider": "sendgrid", "to": f"d{i}@example.test", "subject": "s", "body": "later"}
-            for i in range(4)
-        ],
+        data={
+            "messages": [
+                {
+                    "provider": "sendgrid",
+                    "to": f"d{i}@example.test",
+                    "subject": "s",
+                    "body": "later",
+                }
+                for i in range(4)
+            ]
+        },
     )
     prefetched = [send_message(org, "instagram", str(5000 + i), f"p{i}") for i in range(12)]
     ids = [m.pk for m, _ in deferred] + [m.pk for m in prefetched]

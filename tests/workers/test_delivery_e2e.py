@@ -281,7 +281,11 @@ def test_a_bulk_is_published_as_batches_covering_every_id_once(stack, sandbox_cl
     connect_all(sandbox_client, org, ["telegram"])
     created = message_create_bulk(
         organization=org,
-        items=[{"provider": "telegram", "to": str(7000 + i), "body": "hi"} for i in range(60)],
+        data={
+            "messages": [
+                {"provider": "telegram", "to": str(7000 + i), "body": "hi"} for i in range(60)
+            ]
+        },
     )
     ids = [message.pk for message, _ in created]
 
