@@ -10,16 +10,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
+from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from shared.errors import ValidationFailed
+from shared.models import Booking, Message
 from shared.providers.registry import MESSAGING_SLUGS, SPECS
 
-MAX_ADDRESS_LENGTH = 320  # the longest email address SMTP allows; longer than any phone or id
-MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit
-MAX_IDEMPOTENCY_KEY_LENGTH = 128
+
+def _column(model: type[Model], name: str) -> int:
+    """The column's max_length: the model declares each text limit once."""
+    return model._meta.get_field(name).max_length
+
+
 MAX_ATTENDEES = 50
 _SLOW_VALIDATORS = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -78,15 +83,15 @@ class MessageCreateSerializer(serializers.Serializer):
         choices=MESSAGING_SLUGS,
         error_messages={"invalid_choice": f"Must be one of {', '.join(MESSAGING_SLUGS)}."},
     )
-    to = StrictCharField(max_length=MAX_ADDRESS_LENGTH)
+    to = StrictCharField(max_length=_column(Message, "to"))  # 320: the longest email address
     body = OptionalText()
-    subject = OptionalText(max_length=MAX_SUBJECT_LENGTH)
+    subject = OptionalText(max_length=_column(Message, "subject"))  # 998: RFC 5322's line limit
     html = OptionalText()
     idempotency_key = StrictCharField(
         required=False,
         allow_null=True,
         default=None,
-        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        max_length=_column(Message, "idempotency_key"),
         trim_whitespace=False,
     )
 
@@ -154,14 +159,18 @@ class LocalDateTimeField(serializers.DateTimeField):
 class BookingRequestSerializer(serializers.Serializer):
     """A booking as product code sends it; start and end without an offset are in `timezone`."""
 
-    summary = StrictCharField(max_length=500)
+    summary = StrictCharField(max_length=_column(Booking, "summary"))
     description = OptionalText(max_length=8000)
     start = LocalDateTimeField()
     end = LocalDateTimeField()
     timezone = StrictCharField(
-        required=False, allow_null=True, allow_blank=True, default="UTC", max_length=64
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default="UTC",
+        max_length=_column(Booking, "timezone"),
     )
-    location = OptionalText(max_length=500)
+    location = OptionalText(max_length=_column(Booking, "location"))
     attendees = serializers.ListField(
         child=serializers.EmailField(),
         required=False,
