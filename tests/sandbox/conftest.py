@@ -30,12 +30,14 @@ class Call:
 
 class Receiver:
     """Queues every request it gets. POSTs are answered with the next status of `answers`
-    (200 once they run out); GETs run Meta's hub.challenge check against `verify_token`."""
+    (200 once they run out; 0 holds the request unanswered until close); GETs run Meta's
+    hub.challenge check against `verify_token`."""
 
     def __init__(self, path: str = "/hooks?org=7") -> None:
         self.calls: queue.Queue[Call] = queue.Queue()
         self.answers: list[int] = []
         self.verify_token = "verify-me"
+        self.release = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,7 +55,11 @@ class Receiver:
 
             def do_POST(self) -> None:
                 self._record()
-                self._answer(receiver.answers.pop(0) if receiver.answers else 200)
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                if status == 0:
+                    receiver.release.wait(10)
+                    return
+                self._answer(status)
 
             def do_GET(self) -> None:
                 self._record()
@@ -85,6 +91,7 @@ class Receiver:
         assert self.calls.empty(), "unexpected extra request"
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
