@@ -30,7 +30,7 @@ MAGIC_EVENTS: dict[str, list[str]] = {
     "bounce": ["processed", "bounce"],
     "blocked": ["processed", "bounce:blocked"],
     "dropped": ["dropped"],
-    "deferred": ["processed", "deferred", "deferred", "delivered"],
+    "deferred": ["processed", "deferred:1", "deferred:2", "delivered"],
     "engaged": ["processed", "delivered", "open", "click"],
     "spamreport": ["processed", "delivered", "spamreport"],
     "unsubscribe": ["processed", "delivered", "unsubscribe"],
@@ -84,7 +84,7 @@ def _recipients(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def _event(
     name: str, recipient: tuple[str, dict[str, Any]], at: float, sg_message_id: str, body: Any
 ) -> dict[str, Any]:
-    event, _, bounce_type = name.partition(":")
+    event, _, detail = name.partition(":")
     email, args = recipient
     message_id = sg_message_id.partition(".")[0]
     # Custom args are top-level keys; SendGrid's own keys win over one of the same name.
@@ -102,20 +102,21 @@ def _event(
     categories = body.get("categories")
     if isinstance(categories, list) and categories:
         out["category"] = categories[0] if len(categories) == 1 else list(categories)
-    out.update(_type_fields(event, bounce_type))
+    out.update(_type_fields(event, detail))
     return out
 
 
-def _type_fields(event: str, bounce_type: str) -> dict[str, Any]:
+def _type_fields(event: str, detail: str) -> dict[str, Any]:
+    """Per-event fields; `detail` is the bounce type or the deferral attempt."""
     if event == "delivered":
         return {"response": "250 OK", "tls": 1, "ip": "149.72.0.1"}
     if event == "deferred":
-        return {"response": "451 4.7.1 Try again later", "attempt": "1", "ip": "149.72.0.1"}
+        return {"response": "451 4.7.1 Try again later", "attempt": detail, "ip": "149.72.0.1"}
     if event == "bounce":
         reason = "550 5.1.1 The email account that you tried to reach does not exist."
-        if bounce_type == "blocked":
+        if detail == "blocked":
             reason = "550 5.7.1 Message rejected due to local policy"
-        return {"reason": reason, "status": "5.1.1", "type": bounce_type or "bounce"}
+        return {"reason": reason, "status": "5.1.1", "type": detail or "bounce"}
     if event == "dropped":
         return {"reason": "Bounced Address", "status": "5.0.0"}
     if event == "open":
