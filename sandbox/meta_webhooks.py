@@ -107,6 +107,7 @@ async def _handshake(app: web.Application, url: str, verify_token: str) -> dict[
             "params": params,
             "signature": None,
             "time": time.time(),
+            "due": time.time(),
             "status": None,
             "outcome": "pending",
             "attempts": [],

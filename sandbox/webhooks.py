@@ -73,27 +73,28 @@ def arrange(
 
 
 def schedule(app: web.Application, plan: list[tuple[float, Delivery]]) -> None:
-    """Post the plan's deliveries one after another at their times, in a background task.
-
-    Never waits inside the caller's request. Non-loopback URLs are recorded as refused now."""
+    """Record every delivery now (outcome `scheduled`, or refused for a non-loopback URL) and
+    post them one after another at their times in a background task, never in the caller's
+    request."""
     state: State = app["state"]
-    if not plan:
-        return
-    if not is_local(plan[0][1].url):
-        for _, delivery in plan:
-            entry = _entry(state, delivery)
+    entries = [_entry(state, delivery, at) for at, delivery in plan]
+    if plan and not is_local(plan[0][1].url):
+        for entry in entries:
             entry["outcome"] = REFUSED
         return
-    state.spawn(_run(app, plan))
+    if plan:
+        state.spawn(_run(app, plan, entries))
 
 
-async def _run(app: web.Application, plan: list[tuple[float, Delivery]]) -> None:
-    for at, delivery in plan:
+async def _run(
+    app: web.Application, plan: list[tuple[float, Delivery]], entries: list[dict[str, Any]]
+) -> None:
+    for (at, delivery), entry in zip(plan, entries, strict=True):
         await asyncio.sleep(max(0.0, at - time.time()))
-        await deliver(app, delivery)
+        await deliver(app, delivery, entry)
 
 
-def _entry(state: State, delivery: Delivery) -> dict[str, Any]:
+def _entry(state: State, delivery: Delivery, due: float) -> dict[str, Any]:
     return state.record_callback(
         {
             "provider": delivery.provider,
@@ -108,8 +109,9 @@ def _entry(state: State, delivery: Delivery) -> dict[str, Any]:
             "params": delivery.params,
             "signature": None,
             "time": time.time(),
+            "due": due,
             "status": None,
-            "outcome": "pending",
+            "outcome": "scheduled",
             "attempts": [],
         }
     )
@@ -121,10 +123,13 @@ def _retryable(delivery: Delivery, status: int | None) -> bool:
     return delivery.retry_any_failure and not 200 <= status < 300
 
 
-async def deliver(app: web.Application, delivery: Delivery) -> dict[str, Any]:
+async def deliver(
+    app: web.Application, delivery: Delivery, entry: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """POST one delivery, retrying with a doubling delay; returns its recorded entry."""
     state: State = app["state"]
-    entry = _entry(state, delivery)
+    entry = entry if entry is not None else _entry(state, delivery, time.time())
+    entry["outcome"] = "pending"
     retries = int(state.config["callback_retries"])
     delay = float(state.config["callback_retry_delay_ms"]) / 1000
     for attempt in range(retries + 1):
