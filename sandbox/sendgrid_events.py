@@ -44,7 +44,7 @@ def signing_key(path: str | None = None) -> ec.EllipticCurvePrivateKey:
     """The sandbox's P-256 signing key: loaded from a PEM file, else a fresh one per process."""
     if path:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise ValueError("the SendGrid signing key must be an EC (P-256) private key")
         return key
     return ec.generate_private_key(ec.SECP256R1())

@@ -14,7 +14,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sendgrid.helpers.mail import Category, CustomArg, Mail
 
-from sandbox.testing import SandboxError
+from sandbox.testing import SandboxError, SandboxProcess
 
 KEY = "SG.events.sandboxsecret0123456789"
 SENDER = "from@example.test"
@@ -198,3 +198,37 @@ def test_webhook_url_can_come_with_the_account(sandbox, sandbox_client, receiver
         Mail(from_email=SENDER, to_emails="a@example.test", subject="s", plain_text_content="b")
     )
     assert events(receiver.take(2)) == [["processed"], ["delivered"]]
+
+
+def test_signing_key_can_be_pinned_from_a_pem_file(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    expected = base64.b64encode(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
+
+    args = ["--sendgrid-signing-key", str(tmp_path / "key.pem")]
+    with SandboxProcess(extra_args=args) as sb:
+        assert sb.client.sendgrid_public_key() == expected
+        sb.client.reset()
+        assert sb.client.sendgrid_public_key() == expected
+
+
+def test_callback_settings_are_validated(sandbox_client):
+    for bad in (
+        {"callback_order": "sideways"},
+        {"callback_duplicate_rate": 2},
+        {"callback_retries": -1},
+        {"callback_timeout_seconds": 0},
+    ):
+        with pytest.raises(SandboxError, match="400"):
+            sandbox_client.configure(**bad)
+    config = sandbox_client.configure(callback_order="shuffled", callback_duplicate_rate=0.5)
+    assert (config["callback_order"], config["callback_retries"]) == ("shuffled", 3)
