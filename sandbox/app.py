@@ -22,6 +22,7 @@ from sandbox import (
     sendgrid_events,
     telegram,
     twilio,
+    webhooks,
 )
 from sandbox.common import pairs_to_dict
 from sandbox.state import State
@@ -140,6 +141,7 @@ def build_app(
     control.add_routes(app)
     sendgrid_events.add_routes(app)
     meta_webhooks.add_routes(app)
+    webhooks.add_routes(app)
     app.router.add_route("*", "/2010-04-01/{tail:.*}", provider_handler(twilio))
     app.router.add_route("*", "/v3/{tail:.*}", provider_handler(sendgrid))
     app.router.add_route("*", "/{tail:bot.*}", provider_handler(telegram))

@@ -101,6 +101,10 @@ class SandboxClient:
             params["provider"] = provider
         return self._call("GET", "/_sandbox/callbacks", params=params).json()
 
+    def replay_callback(self, seq: int) -> dict[str, Any]:
+        """Post a recorded webhook again, byte for byte (a duplicate); returns the new entry."""
+        return self._call("POST", f"/_sandbox/callbacks/{seq}/replay").json()
+
     def sendgrid_event_webhook(self, api_key: str, url: str | None) -> dict[str, Any]:
         """Point a SendGrid account's Event Webhook at `url` (None turns it off)."""
         body = {"api_key": api_key, "url": url}

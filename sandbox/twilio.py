@@ -288,14 +288,24 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
     if callback and urlsplit(callback).scheme not in ("http", "https"):
         return reject(21609, "Invalid 'StatusCallback' URL", "invalid_request")
 
+    return _accept(state, request, account, params)
+
+
+def _accept(
+    state: State, request: web.Request, account: dict[str, Any], params: dict[str, Any]
+) -> web.Response:
+    """Store a valid send as a queued message, plan its statuses and schedule its callbacks."""
+    from_ = first_value(params, "From")
+    service = first_value(params, "MessagingServiceSid")
+    callback = first_value(params, "StatusCallback")
     now = time.time()
     message = Message(
         sid="SM" + uuid.uuid4().hex,
         account_sid=account["account_sid"],
-        to=to,
+        to=first_value(params, "To"),
         from_=from_ or None,
-        body=body,
-        num_media=len(media),
+        body=first_value(params, "Body") or "",
+        num_media=len(all_values(params, "MediaUrl")),
         messaging_service_sid=service or None,
         created=now,
         initial="accepted" if service and not from_ else "queued",

@@ -170,3 +170,42 @@ async def get(app: web.Application, url: str, params: dict[str, str]) -> tuple[i
             return resp.status, await resp.text(errors="replace")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return None, f"error: {type(exc).__name__}"
+
+
+async def replay(request: web.Request) -> web.Response:
+    """POST /_sandbox/callbacks/{seq}/replay: post a recorded webhook again, byte for byte
+    (same headers and signature), as a provider's duplicate; answers 202 with the new entry."""
+    state: State = request.app["state"]
+    seq = request.match_info["seq"]
+    old = next((e for e in state.callbacks if str(e["seq"]) == seq), None)
+    if old is None or old["method"] != "POST":
+        return web.json_response({"error": f"no posted webhook with seq {seq}"}, status=404)
+    headers = dict(old["headers"])
+    delivery = Delivery(
+        provider=old["provider"],
+        kind=old["kind"],
+        url=old["url"],
+        body=old["body"].encode("utf-8"),
+        headers=headers,
+        sign=lambda _body: {},
+        signature_header="",
+        message_id=old["message_id"],
+        events=list(old["events"]),
+        params=old["params"],
+        duplicate=True,
+    )
+    delivery.signature_header = next((h for h in headers if h.lower() in _SIGNATURE_HEADERS), "")
+    plan = [(time.time(), delivery)]
+    schedule(request.app, plan)
+    return web.json_response(state.callbacks[-1], status=202)
+
+
+_SIGNATURE_HEADERS = {
+    "x-twilio-signature",
+    "x-twilio-email-event-webhook-signature",
+    "x-hub-signature-256",
+}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/_sandbox/callbacks/{seq}/replay", replay)

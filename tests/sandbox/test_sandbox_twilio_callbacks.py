@@ -11,6 +11,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from sandbox.testing import SandboxError
+
 SID = "AC" + "2" * 32
 TOKEN = "twilio-callback-token-0123456789"
 SENDER = "whatsapp:+14155238886"
@@ -149,3 +151,20 @@ def test_a_hanging_receiver_times_out_outside_the_send(twilio, receiver, sandbox
     )
     assert entry["outcome"] == "error: TimeoutError"
     assert entry["attempts"][0]["time"] >= returned_at
+
+
+def test_a_recorded_callback_can_be_replayed_byte_for_byte(twilio, receiver, sandbox_client):
+    send(twilio, receiver, "+15005550003")
+    original = receiver.next()
+    [entry] = sandbox_client.callbacks("whatsapp")
+
+    replayed = sandbox_client.replay_callback(entry["seq"])
+    again = receiver.next()
+    assert again.body == original.body
+    assert again.headers["X-Twilio-Signature"] == original.headers["X-Twilio-Signature"]
+    assert RequestValidator(TOKEN).validate(
+        receiver.url, again.form, again.headers["X-Twilio-Signature"]
+    )
+    assert (replayed["duplicate"], replayed["message_id"]) == (True, entry["message_id"])
+    with pytest.raises(SandboxError, match="404"):
+        sandbox_client.replay_callback(10_000)
