@@ -232,3 +232,19 @@ def test_callback_settings_are_validated(sandbox_client):
             sandbox_client.configure(**bad)
     config = sandbox_client.configure(callback_order="shuffled", callback_duplicate_rate=0.5)
     assert (config["callback_order"], config["callback_retries"]) == ("shuffled", 3)
+
+
+def test_non_loopback_webhook_urls_are_recorded_as_refused(sandbox, sandbox_client):
+    sandbox_client.add_account("sendgrid", api_key=KEY, event_webhook_url="https://example.com/h")
+    message_id = (
+        SendGridAPIClient(api_key=KEY, host=sandbox.url)
+        .send(
+            Mail(from_email=SENDER, to_emails="a@example.test", subject="s", plain_text_content="b")
+        )
+        .headers["X-Message-Id"]
+    )
+
+    entries = sandbox_client.callbacks("sendgrid")
+    assert [e["events"] for e in entries] == [["processed"], ["delivered"]]
+    assert all(e["outcome"].startswith("refused") for e in entries)
+    assert all(e["message_id"] == message_id and e["attempts"] == [] for e in entries)
