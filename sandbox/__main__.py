@@ -50,6 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=(403, 429),
         default=DEFAULT_CONFIG["google_rate_limit_status"],
     )
+    p.add_argument(
+        "--sendgrid-signing-key",
+        metavar="KEY.pem",
+        help="P-256 private key (PEM) that signs Event Webhook batches; default: a new one",
+    )
     return p.parse_args(argv)
 
 
@@ -78,7 +83,7 @@ async def serve(args: argparse.Namespace) -> None:
         "telegram_group_per_minute": args.telegram_group_per_minute,
         "google_rate_limit_status": args.google_rate_limit_status,
     }
-    app = build_app(config, _load_accounts(args.accounts))
+    app = build_app(config, _load_accounts(args.accounts), args.sendgrid_signing_key)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     sock = _bind(args.host, args.port)

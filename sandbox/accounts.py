@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 GOOGLE_DEFAULT_SCOPE = "https://www.googleapis.com/auth/calendar"
 
@@ -41,6 +42,15 @@ def _rate(spec: dict[str, Any]) -> float | None:
     return value
 
 
+def webhook_url(value: Any) -> str | None:
+    """An http(s) URL for the sandbox to post events to, or None (events off)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise AccountError("event_webhook_url must be an http(s) URL or null")
+    return value
+
+
 def _whatsapp(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     sid = _str(spec, "account_sid")
     if not re.fullmatch(r"AC[0-9a-f]{32}", sid):
@@ -73,6 +83,7 @@ def _sendgrid(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "verified_senders": _str_list(spec, "verified_senders", None),
         "scopes": _str_list(spec, "scopes", ["mail.send"]),
         "rate_per_second": _rate(spec),
+        "event_webhook_url": webhook_url(spec.get("event_webhook_url")),
     }
 
 

@@ -13,7 +13,17 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-from sandbox import control, google, graph, sendgrid, telegram, twilio
+from sandbox import (
+    control,
+    google,
+    graph,
+    meta_webhooks,
+    sendgrid,
+    sendgrid_events,
+    telegram,
+    twilio,
+    webhooks,
+)
 from sandbox.common import pairs_to_dict
 from sandbox.state import State
 
@@ -117,14 +127,21 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def build_app(
-    config: dict[str, Any] | None = None, accounts: list[Any] | None = None
+    config: dict[str, Any] | None = None,
+    accounts: list[Any] | None = None,
+    sendgrid_signing_key: str | None = None,
 ) -> web.Application:
-    """The sandbox application; `config` overrides DEFAULT_CONFIG, `accounts` are preloaded."""
+    """The sandbox application; `config` overrides DEFAULT_CONFIG, `accounts` are preloaded,
+    `sendgrid_signing_key` is a PEM file with the Event Webhook's P-256 key (else a fresh one)."""
     app = web.Application(client_max_size=MAX_BODY)
     app["state"] = State(config or {}, accounts)
+    app[sendgrid_events.KEY] = sendgrid_events.signing_key(sendgrid_signing_key)
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     control.add_routes(app)
+    sendgrid_events.add_routes(app)
+    meta_webhooks.add_routes(app)
+    webhooks.add_routes(app)
     app.router.add_route("*", "/2010-04-01/{tail:.*}", provider_handler(twilio))
     app.router.add_route("*", "/v3/{tail:.*}", provider_handler(sendgrid))
     app.router.add_route("*", "/{tail:bot.*}", provider_handler(telegram))

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox import meta_webhooks
 from sandbox.common import bearer_token, json_response, outcome, override_response, state_of
 from sandbox.control import echo_request
 from sandbox.state import acquire
@@ -237,6 +238,7 @@ def _send(request: web.Request, account: dict[str, Any], headers: dict[str, str]
         return reject(text_, code, "rejected", subcode)
     message_id = _message_id(account["ig_id"])
     outcome(request, "sent", message_id)
+    meta_webhooks.schedule_events(request.app, account, recipient_id, message_id)
     return json_response({"recipient_id": recipient_id, "message_id": message_id}, 200, headers)
 
 

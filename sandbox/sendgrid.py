@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox import sendgrid_events
 from sandbox.common import (
     bearer_token,
     json_response,
@@ -159,6 +160,7 @@ async def handle(request: web.Request) -> web.Response:
         return web.Response(status=200, headers=headers)
     message_id = url_safe_id(16)
     outcome(request, "sent", message_id)
+    sendgrid_events.schedule_events(request.app, account, body, message_id)
     return web.Response(status=202, headers={**headers, "X-Message-Id": message_id})
 
 

@@ -22,8 +22,31 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "telegram_group_per_minute": 20.0,
     "google_rate_limit_status": 403,
     "callback_delay_ms": [50, 200],
+    "callback_timeout_seconds": 5.0,
+    "callback_retries": 3,
+    "callback_retry_delay_ms": 200,
+    "callback_order": "in_order",
+    "callback_duplicate_rate": 0.0,
     "whatsapp_sender_mps": 80.0,
     "timeout_hold_seconds": 60.0,
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_CALLBACK_CHECKS = {
+    "callback_timeout_seconds": lambda v: _number(v) and 0 < v <= 60,
+    "callback_retries": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10,
+    "callback_order": lambda v: v in ("in_order", "reversed", "shuffled"),
+    "callback_duplicate_rate": lambda v: _number(v) and 0 <= v <= 1,
+}
+_CALLBACK_RULES = {
+    "callback_timeout_seconds": "callback_timeout_seconds must be a number in (0, 60]",
+    "callback_retries": "callback_retries must be an integer from 0 to 10",
+    "callback_order": "callback_order must be in_order, reversed or shuffled",
+    "callback_duplicate_rate": "callback_duplicate_rate must be a number from 0 to 1",
 }
 
 
@@ -121,6 +144,7 @@ class State:
         self.callback_seq = itertools.count(1)
         self.twilio_messages: dict[str, Any] = {}
         self.twilio_sender_slots: dict[str, float] = {}
+        self.meta_webhook: dict[str, Any] | None = None
         self.telegram_message_ids: dict[tuple[str, str], int] = {}
         self.google_events: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.google_tokens: dict[str, dict[str, Any]] = {}
@@ -181,6 +205,9 @@ class State:
                     or value[0] > value[1]
                 ):
                     raise ConfigError("callback_delay_ms must be [min, max] milliseconds")
+            elif key in _CALLBACK_CHECKS:
+                if not _CALLBACK_CHECKS[key](value):
+                    raise ConfigError(_CALLBACK_RULES[key])
             elif key == "google_rate_limit_status":
                 if value not in (403, 429):
                     raise ConfigError("google_rate_limit_status must be 403 or 429")

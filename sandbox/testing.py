@@ -94,9 +94,36 @@ class SandboxClient:
     def clear_requests(self) -> None:
         self._call("DELETE", "/_sandbox/requests")
 
-    def callbacks(self, since: int = 0) -> list[dict[str, Any]]:
-        """Status callbacks the sandbox sent (or refused to send), oldest first."""
-        return self._call("GET", "/_sandbox/callbacks", params={"since": since}).json()
+    def callbacks(self, provider: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        """Callbacks and webhooks the sandbox sent (or refused to send), oldest first."""
+        params: dict[str, Any] = {"since": since}
+        if provider is not None:
+            params["provider"] = provider
+        return self._call("GET", "/_sandbox/callbacks", params=params).json()
+
+    def replay_callback(self, seq: int) -> dict[str, Any]:
+        """Post a recorded webhook again, byte for byte (a duplicate); returns the new entry."""
+        return self._call("POST", f"/_sandbox/callbacks/{seq}/replay").json()
+
+    def sendgrid_event_webhook(self, api_key: str, url: str | None) -> dict[str, Any]:
+        """Point a SendGrid account's Event Webhook at `url` (None turns it off)."""
+        body = {"api_key": api_key, "url": url}
+        return self._call("POST", "/_sandbox/sendgrid/event-webhook", json=body).json()
+
+    def sendgrid_public_key(self) -> str:
+        """The base64 DER public key that verifies the sandbox's Event Webhook signatures."""
+        return self._call("GET", "/_sandbox/sendgrid/event-webhook/public-key").json()["public_key"]
+
+    def instagram_webhook(
+        self, callback_url: str, verify_token: str, app_secret: str
+    ) -> dict[str, Any]:
+        """Subscribe the Instagram webhook (the sandbox runs the hub.challenge handshake first)."""
+        body = {
+            "callback_url": callback_url,
+            "verify_token": verify_token,
+            "app_secret": app_secret,
+        }
+        return self._call("POST", "/_sandbox/instagram/webhook", json=body).json()
 
     def close(self) -> None:
         self._http.close()

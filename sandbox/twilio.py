@@ -1,13 +1,10 @@
-"""Twilio Programmable Messaging (WhatsApp) simulator: accounts, messages and status callbacks."""
+"""Twilio Programmable Messaging (WhatsApp) simulator: accounts and messages (callbacks apart)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
-import random
 import re
 import time
 import uuid
@@ -15,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 
+from sandbox import twilio_callbacks
 from sandbox.common import (
     all_values,
     first_value,
@@ -32,12 +29,9 @@ from sandbox.state import State, acquire, retry_after_seconds
 
 SLUG = "whatsapp"
 API_VERSION = "2010-04-01"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 MAGIC_INVALID = "+15005550001"
 MAGIC_REGION = "+15005550002"
-MAGIC_FAILED = "+15005550003"
-MAGIC_UNDELIVERED = "+15005550004"
 
 _ADDRESS = re.compile(r"(?:whatsapp:)?\+[1-9]\d{6,14}")
 _ACCOUNT = re.compile(r"/2010-04-01/Accounts/([^/]+)\.json")
@@ -119,7 +113,7 @@ class Message:
             "date_updated": rfc2822(changed),
             "direction": "outbound-api",
             "error_code": code,
-            "error_message": _ASYNC_ERRORS.get(code) if code else None,
+            "error_message": twilio_callbacks.ASYNC_ERRORS.get(code) if code else None,
             "from": self.from_,
             "messaging_service_sid": self.messaging_service_sid,
             "num_media": str(self.num_media),
@@ -134,13 +128,6 @@ class Message:
             "to": self.to,
             "uri": uri,
         }
-
-
-_ASYNC_ERRORS = {
-    63016: "Failed to send freeform message because you are outside the allowed window. "
-    "If you are using WhatsApp, please use a Message Template.",
-    63018: "Rate limit exceeded for Channel",
-}
 
 
 def _authenticate(state: State, request: web.Request) -> dict[str, Any] | None:
@@ -301,117 +288,35 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
     if callback and urlsplit(callback).scheme not in ("http", "https"):
         return reject(21609, "Invalid 'StatusCallback' URL", "invalid_request")
 
+    return _accept(state, request, account, params)
+
+
+def _accept(
+    state: State, request: web.Request, account: dict[str, Any], params: dict[str, Any]
+) -> web.Response:
+    """Store a valid send as a queued message, plan its statuses and schedule its callbacks."""
+    from_ = first_value(params, "From")
+    service = first_value(params, "MessagingServiceSid")
+    callback = first_value(params, "StatusCallback")
     now = time.time()
     message = Message(
         sid="SM" + uuid.uuid4().hex,
         account_sid=account["account_sid"],
-        to=to,
+        to=first_value(params, "To"),
         from_=from_ or None,
-        body=body,
-        num_media=len(media),
+        body=first_value(params, "Body") or "",
+        num_media=len(all_values(params, "MediaUrl")),
         messaging_service_sid=service or None,
         created=now,
         initial="accepted" if service and not from_ else "queued",
     )
-    low, high = state.config["callback_delay_ms"]
     # Twilio queues (never rejects) sends above the sender's MPS; model that as later transitions.
     sender = from_ or service
     t = max(now, state.twilio_sender_slots.get(sender, 0.0))
     state.twilio_sender_slots[sender] = t + 1.0 / state.config["whatsapp_sender_mps"]
-    if number == MAGIC_FAILED:
-        plan: list[tuple[str, int | None]] = [("failed", 63016)]
-    elif number == MAGIC_UNDELIVERED:
-        plan = [("sent", None), ("undelivered", 63018)]
-    else:
-        plan = [("sent", None), ("delivered", None)]
-    for status, code in plan:
-        t += random.uniform(low, high) / 1000
-        message.steps.append((t, status, code))
+    twilio_callbacks.plan_steps(state, message, t)
     state.twilio_messages[message.sid] = message
-    if callback and (urlsplit(callback).hostname or "") not in LOCAL_HOSTS:
-        for _, status, code in message.steps:
-            params = _callback_params(message, status, code)
-            entry = _callback_entry(state, account, message, callback, params)
-            entry["outcome"] = "refused: only 127.0.0.1/localhost callbacks are sent"
-    elif callback:
-        state.spawn(_deliver_callbacks(request.app, account, message, callback))
+    if callback:
+        twilio_callbacks.schedule_callbacks(request.app, account, message, callback)
     outcome(request, "sent", message.sid)
     return json_response(message.render(now), 201)
-
-
-def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
-    """X-Twilio-Signature: base64 HMAC-SHA1 over the URL followed by sorted name+value pairs."""
-    payload = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def _callback_params(message: Message, status: str, code: int | None) -> dict[str, str]:
-    params = {
-        "MessageSid": message.sid,
-        "MessageStatus": status,
-        "SmsSid": message.sid,
-        "SmsStatus": status,
-        "AccountSid": message.account_sid,
-        "From": message.from_ or "",
-        "To": message.to,
-        "ApiVersion": API_VERSION,
-    }
-    if message.messaging_service_sid:
-        params["MessagingServiceSid"] = message.messaging_service_sid
-    if not message.from_:
-        del params["From"]
-    if message.to.startswith("whatsapp:"):
-        install = hashlib.md5(message.account_sid.encode(), usedforsecurity=False).hexdigest()
-        params["ChannelPrefix"] = "whatsapp"
-        params["ChannelInstallSid"] = "XE" + install
-        params["ChannelToAddress"] = message.to.removeprefix("whatsapp:")
-        if status in ("delivered", "undelivered", "read"):
-            params["EventType"] = status.upper()
-    if code is not None:
-        params["ErrorCode"] = str(code)
-        params["ChannelStatusMessage"] = _ASYNC_ERRORS.get(code, "")
-    return params
-
-
-def _callback_entry(
-    state: State, account: dict[str, Any], message: Message, url: str, params: dict[str, str]
-) -> dict[str, Any]:
-    return state.record_callback(
-        {
-            "provider": SLUG,
-            "message_id": message.sid,
-            "url": url,
-            "params": params,
-            "signature": sign(account["auth_token"], url, params),
-            "time": time.time(),
-            "status": None,
-            "outcome": "pending",
-        }
-    )
-
-
-async def _deliver_callbacks(
-    app: web.Application, account: dict[str, Any], message: Message, url: str
-) -> None:
-    state: State = app["state"]
-    for at, status, code in message.steps:
-        await asyncio.sleep(max(0.0, at - time.time()))
-        params = _callback_params(message, status, code)
-        entry = _callback_entry(state, account, message, url, params)
-        try:
-            async with app["http"].post(
-                url,
-                data=params,
-                headers={
-                    "X-Twilio-Signature": entry["signature"],
-                    "User-Agent": "TwilioProxy/1.1",
-                    "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
-                },
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as resp:
-                await resp.read()
-                entry["status"] = resp.status
-                entry["outcome"] = "ok" if resp.status < 400 else f"http_{resp.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            entry["outcome"] = f"error: {type(exc).__name__}"

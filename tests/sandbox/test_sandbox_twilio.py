@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
-
 import pytest
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
@@ -38,43 +32,6 @@ def create_error(sandbox, **params) -> TwilioRestException:
     with pytest.raises(TwilioRestException) as caught:
         client(sandbox).messages.create(**params)
     return caught.value
-
-
-class Receiver:
-    """A loopback HTTP server that queues every form POST it gets."""
-
-    def __init__(self) -> None:
-        self.calls: queue.Queue[tuple[str, dict[str, str], dict[str, str]]] = queue.Queue()
-        calls = self.calls
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                calls.put((self.path, dict(self.headers), dict(parse_qsl(raw))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/twilio/status?org=7"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def next(self, timeout: float = 5.0) -> tuple[str, dict[str, str], dict[str, str]]:
-        return self.calls.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_create_returns_201_queued_message(sandbox, account):
@@ -197,8 +154,9 @@ def test_status_callbacks_are_signed_sent_then_delivered(sandbox, account, recei
 
     statuses = []
     for _ in range(2):
-        path, headers, params = receiver.next()
-        assert path == "/twilio/status?org=7"
+        call = receiver.next()
+        headers, params = call.headers, call.form
+        assert call.path == "/hooks?org=7"
         assert validator.validate(receiver.url, params, headers["X-Twilio-Signature"])
         assert not validator.validate(
             receiver.url, {**params, "To": "x"}, headers["X-Twilio-Signature"]
@@ -227,7 +185,8 @@ def test_magic_recipients_fail_asynchronously(sandbox, account, receiver, to, fi
     assert message.status == "queued"
 
     while True:
-        _, headers, params = receiver.next()
+        call = receiver.next()
+        headers, params = call.headers, call.form
         assert RequestValidator(TOKEN).validate(receiver.url, params, headers["X-Twilio-Signature"])
         if params["MessageStatus"] == final:
             break
