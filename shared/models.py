@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 
@@ -54,6 +56,11 @@ class Membership(models.Model):
         return self.role == Role.ADMIN
 
 
+def new_webhook_key() -> str:
+    """43 URL-safe characters of randomness (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
 class Integration(models.Model):
     """One provider connection of one organization; the token is stored only as Fernet ciphertext."""
 
@@ -77,6 +84,8 @@ class Integration(models.Model):
     # Set while the stored token decrypts with no FERNET_KEY (an operator dropped its key):
     # sends are refused with 503 and queued work waits, instead of failing as rejected.
     key_unavailable_at = models.DateTimeField(null=True, blank=True)
+    # The opaque, unguessable id in this integration's receipt URLs (/webhooks/<provider>/<key>/…).
+    webhook_key = models.CharField(max_length=64, unique=True, default=new_webhook_key)
 
     class Meta:
         constraints = [
@@ -120,8 +129,13 @@ class AuditEvent(models.Model):
 class MessageStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     SENDING = "sending", "Sending"
-    SENT = "sent", "Sent"
-    FAILED = "failed", "Failed"
+    SENT = "sent", "Sent"  # the provider accepted it (final for Telegram: no receipts there)
+    # From the provider's receipts (shared/receipts/), after `sent`; they only move forward.
+    DELIVERED = "delivered", "Delivered"
+    READ = "read", "Read"
+    UNDELIVERED = "undelivered", "Undelivered"  # accepted, then not delivered (e.g. 63016)
+    BOUNCED = "bounced", "Bounced"  # email: refused by the recipient's server
+    FAILED = "failed", "Failed"  # refused by the provider, or out of attempts
 
 
 class Message(models.Model):
@@ -205,6 +219,46 @@ class BookingStatus(models.TextChoices):
     SYNCING = "syncing", "Syncing"
     SYNCED = "synced", "Synced"
     FAILED = "failed", "Failed"
+
+
+class MessageEvent(models.Model):
+    """One provider receipt for a message (delivered, read, bounced, …), stored as it came.
+
+    `provider_event_id` makes a receipt idempotent: providers retry and repeat callbacks.
+    `applied` tells whether it moved the message's status (an older or repeated one does not).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    provider_event_id = models.CharField(max_length=200)
+    provider_status = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, blank=True, default="")  # a MessageStatus, or ""
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    reason = models.CharField(max_length=500, blank=True, default="")
+    occurred_at = models.DateTimeField(null=True, blank=True)  # the provider's time
+    received_at = models.DateTimeField(auto_now_add=True)
+    applied = models.BooleanField(default=False)
+    # The receipt's own fields needed to debug it (never a signature or a secret).
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "provider_event_id"], name="message_event_unique"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(applied=False),
+                name="message_event_pending",
+            )
+        ]
+        ordering = ["occurred_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.provider_status} for message {self.message_id}"
 
 
 class Booking(models.Model):
