@@ -32,6 +32,9 @@ class ErrorCode(models.TextChoices):
     SERVER_ERROR = "server_error"
     UNAVAILABLE = "unavailable"
     TOKEN_UNDECRYPTABLE = "token_undecryptable"
+    # Provider receipt receivers under /webhooks/ (not /api/; same envelope).
+    WEBHOOK_SIGNATURE_INVALID = "webhook_signature_invalid"
+    WEBHOOK_MALFORMED = "webhook_malformed"
 
 
 class MissingOrgHeader(exceptions.APIException):

@@ -110,7 +110,7 @@ class MessageDetailView(APIView):
     def get(self, request: Request, message_id: int) -> Response:
         message = (
             Message.objects.filter(organization=request.org, pk=message_id)
-            .prefetch_related("attempt_set")
+            .prefetch_related("attempt_set", "events")
             .first()
         )
         if message is None:

@@ -7,13 +7,15 @@ from rest_framework import serializers
 
 from api.exceptions import ErrorCode
 from shared.inputs import StrictCharField
-from shared.models import AuditEvent, Booking, Integration, Message
+from shared.models import AuditEvent, Booking, Integration, Message, MessageEvent
+from shared.receipts.urls import receipts_url
 from shared.validation import MAX_TOKEN_LENGTH
 
 
 class IntegrationSerializer(serializers.ModelSerializer):
     credentials_rejected = serializers.SerializerMethodField()
     key_unavailable = serializers.SerializerMethodField()
+    receipts_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Integration
@@ -29,6 +31,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
             "last_test_message",
             "credentials_rejected",
             "key_unavailable",
+            "receipts_url",
             "last_error",
             "last_error_at",
         ]
@@ -36,6 +39,11 @@ class IntegrationSerializer(serializers.ModelSerializer):
 
     def get_credentials_rejected(self, obj: Integration) -> bool:
         return obj.credentials_rejected_at is not None
+
+    def get_receipts_url(self, obj: Integration) -> str | None:
+        """Where the provider sends delivery receipts (SendGrid: paste it as the Event Webhook
+        URL); null when the provider has none or PUBLIC_BASE_URL is not set."""
+        return receipts_url(obj)
 
     def get_key_unavailable(self, obj: Integration) -> bool:
         """The stored secret decrypts with no FERNET_KEY: an operator must restore the key."""
@@ -130,12 +138,32 @@ class MessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class MessageEventSerializer(serializers.ModelSerializer):
+    """One provider receipt: `status` is what it means for the message ("" when informational),
+    `applied` whether it moved the message (null: waiting for the send to be recorded)."""
+
+    class Meta:
+        model = MessageEvent
+        fields = [
+            "provider_status",
+            "status",
+            "error_code",
+            "reason",
+            "occurred_at",
+            "received_at",
+            "applied",
+            "raw",
+        ]
+        read_only_fields = fields
+
+
 class MessageDetailSerializer(MessageSerializer):
     attempt_log = MessageAttemptSerializer(source="attempt_set", many=True, read_only=True)
     interrupted_attempts = serializers.SerializerMethodField()
+    events = MessageEventSerializer(many=True, read_only=True)
 
     class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "attempt_log", "interrupted_attempts"]
+        fields = [*MessageSerializer.Meta.fields, "attempt_log", "interrupted_attempts", "events"]
         read_only_fields = fields
 
     def get_interrupted_attempts(self, obj: Message) -> int:

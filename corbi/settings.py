@@ -290,6 +290,16 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": SWEEPER_INTERVAL_SECONDS},
     },
 }
+# Receipts in (/webhooks/, docs/receipts.md). PUBLIC_BASE_URL is this service as providers
+# reach it (scheme, host, port, no trailing slash); Twilio signs the exact callback URL, so it
+# must match what the proxy in front receives. Empty: sends ask for no status callback.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "").rstrip("/")
+# Meta (Instagram) webhooks belong to the deployment's Meta app, not to one organization.
+META_APP_SECRET = env_str("META_APP_SECRET", "")
+META_WEBHOOK_VERIFY_TOKEN = env_str("META_WEBHOOK_VERIFY_TOKEN", "")
+# A signed SendGrid batch older (or newer) than this is refused as a replay.
+SENDGRID_EVENT_MAX_AGE_SECONDS = env_int("SENDGRID_EVENT_MAX_AGE_SECONDS", 600)
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 2 * 1024 * 1024)
 WORKER_HEARTBEAT_WINDOW_SECONDS = env_int("WORKER_HEARTBEAT_WINDOW_SECONDS", 60)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -1,14 +1,18 @@
-"""Root URLs: the admin, /api/ and /health/."""
+"""Root URLs: the admin, /api/, the provider receipt receivers (/webhooks/) and /health/."""
 
 from django.contrib import admin
 from django.urls import include, path
 
 from api.health import health
 from api.metrics import metrics_view
+from api.webhooks import instagram, sendgrid_events, twilio_status
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
+    path("webhooks/twilio/<str:key>/status/", twilio_status, name="webhook-twilio"),
+    path("webhooks/sendgrid/<str:key>/events/", sendgrid_events, name="webhook-sendgrid"),
+    path("webhooks/instagram/", instagram, name="webhook-instagram"),
     path("health/", health, name="health"),
     path("metrics", metrics_view, name="metrics"),
 ]

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -44,6 +44,12 @@ COUNTERS = {
         ("provider", "outcome"),
     ),
     "retries_total": ("corbi_retries_total", "Retries scheduled.", ("provider", "reason")),
+    "receipts_total": (
+        "corbi_receipts_total",
+        "Provider receipts received, by outcome (applied, recorded, early, duplicate, "
+        "unknown_message, bad_signature, malformed).",
+        ("provider", "outcome"),
+    ),
     "rate_limit_deferrals_total": (
         "corbi_rate_limit_deferrals_total",
         "Sends deferred by our limiter (our_limit) or the provider's 429 (provider_429).",
@@ -125,6 +131,12 @@ class Metrics:
         for field, total in sums.items():
             pipe.hincrbyfloat(latency, field, total)
         self._record(pipe.execute)
+
+    def receipts_received(self, provider: str, outcomes: Mapping[str, int]) -> None:
+        """Count receipts by outcome (corbi_receipts_total)."""
+        for outcome, count in outcomes.items():
+            if count:
+                self._count("receipts_total", provider, outcome, by=count)
 
     def retry_scheduled(self, provider: str, reason: str) -> None:
         """Count one scheduled retry (corbi_retries_total)."""

@@ -225,7 +225,6 @@ class MessageEvent(models.Model):
     """One provider receipt for a message (delivered, read, bounced, …), stored as it came.
 
     `provider_event_id` makes a receipt idempotent: providers retry and repeat callbacks.
-    `applied` tells whether it moved the message's status (an older or repeated one does not).
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
@@ -238,7 +237,9 @@ class MessageEvent(models.Model):
     reason = models.CharField(max_length=500, blank=True, default="")
     occurred_at = models.DateTimeField(null=True, blank=True)  # the provider's time
     received_at = models.DateTimeField(auto_now_add=True)
-    applied = models.BooleanField(default=False)
+    # True: it moved the message's status; False: it did not (older, repeated or informational);
+    # None: it came before the worker recorded the send, and is applied once that happens.
+    applied = models.BooleanField(null=True, default=False)
     # The receipt's own fields needed to debug it (never a signature or a secret).
     raw = models.JSONField(default=dict, blank=True)
 
@@ -251,7 +252,7 @@ class MessageEvent(models.Model):
         indexes = [
             models.Index(
                 fields=["received_at"],
-                condition=models.Q(applied=False),
+                condition=models.Q(applied__isnull=True),
                 name="message_event_pending",
             )
         ]

@@ -117,7 +117,9 @@ def sweep_outbox() -> dict[str, int]:
     swept = outbox_sweep()
     if any(swept.values()):
         logger.info(
-            "Sweeper re-enqueued %(messages)d message(s) and %(bookings)d booking(s).", swept
+            "Sweeper re-enqueued %(messages)d message(s) and %(bookings)d booking(s); "
+            "applied %(receipts)d receipt(s) that came before their send was recorded.",
+            swept,
         )
     return swept
 

@@ -13,8 +13,9 @@ from functools import partial
 from django.utils import timezone
 
 from shared.delivery.types import Release, SendRecord
-from shared.models import Message
+from shared.models import Message, Provider
 from shared.providers.base import OutboundMessage, ProviderError
+from shared.receipts.urls import status_callback_url
 from shared.services.providers import integration_adapter
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,11 @@ def _send_started(
                 subject=message.subject,
                 html=message.html,
                 reference=f"msg-{message.pk}",
+                status_callback=(
+                    status_callback_url(message.integration, message.pk)
+                    if message.provider == Provider.WHATSAPP
+                    else ""
+                ),
             )
         )
     except ProviderError as exc:

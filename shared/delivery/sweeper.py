@@ -14,6 +14,7 @@ from django.utils import timezone
 from shared.delivery.recording import audit_failed
 from shared.models import Booking, BookingStatus, Message, MessageAttempt, MessageStatus
 from shared.providers.base import ProviderError
+from shared.receipts.apply import receipt_sweep
 from shared.services.outbox import (
     DELIVER_MESSAGES,
     SYNC_BOOKING,
@@ -146,5 +147,10 @@ def booking_sweep(*, limit: int = 1000) -> list[int]:
 
 
 def outbox_sweep() -> dict[str, int]:
-    """Sweep messages and bookings; how many of each were re-enqueued."""
-    return {"messages": len(message_sweep()), "bookings": len(booking_sweep())}
+    """Sweep messages and bookings (how many of each were re-enqueued), and apply receipts that
+    came before their send was recorded (how many)."""
+    return {
+        "messages": len(message_sweep()),
+        "bookings": len(booking_sweep()),
+        "receipts": receipt_sweep(),
+    }

@@ -81,7 +81,7 @@ class Migration(migrations.Migration):
                 ("reason", models.CharField(blank=True, default="", max_length=500)),
                 ("occurred_at", models.DateTimeField(blank=True, null=True)),
                 ("received_at", models.DateTimeField(auto_now_add=True)),
-                ("applied", models.BooleanField(default=False)),
+                ("applied", models.BooleanField(default=False, null=True)),
                 ("raw", models.JSONField(blank=True, default=dict)),
                 (
                     "message",
@@ -104,7 +104,7 @@ class Migration(migrations.Migration):
                 "ordering": ["occurred_at", "id"],
                 "indexes": [
                     models.Index(
-                        condition=models.Q(("applied", False)),
+                        condition=models.Q(("applied__isnull", True)),
                         fields=["received_at"],
                         name="message_event_pending",
                     )

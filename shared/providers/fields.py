@@ -7,6 +7,7 @@ Unicode digits, which providers refuse (or int() reads differently).
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -103,3 +104,20 @@ def rate(value: Any) -> float:
             f"to {MAX_RATE_PER_SECOND}."
         )
     return float(value)
+
+
+def ec_public_key(value: Any) -> str:
+    """A P-256 public key as SendGrid shows it: base64 of the DER SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    problem = "Must be the Event Webhook verification key: base64 of a P-256 public key."
+    if not isinstance(value, str):
+        raise ValueError(problem)
+    try:
+        key = load_der_public_key(base64.b64decode(value.strip(), validate=True))
+    except ValueError:
+        raise ValueError(problem) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError(problem)
+    return value.strip()

@@ -39,6 +39,11 @@ class SendGridEmail(ProviderAdapter):
             ExtraField(
                 "to_email", fields.email, "Settings test destination", test_destination=True
             ),
+            ExtraField(
+                "event_webhook_public_key",
+                fields.ec_public_key,
+                "the Event Webhook's verification key (public), to accept its receipts",
+            ),
         ),
         base_url_setting="SENDGRID_API_BASE",
         default_rate_per_second=100.0,

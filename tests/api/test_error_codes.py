@@ -234,6 +234,22 @@ CASES = {
         lambda c: admin(c).post("/api/messages/", TELEGRAM, format="json"),
         drop_key,
     ),
+    "webhook_signature_invalid": (
+        "webhook_signature_invalid",
+        403,
+        lambda c: APIClient().post(
+            "/webhooks/instagram/", data=b"{}", content_type="application/json"
+        ),
+    ),
+    "webhook_malformed": (
+        "webhook_malformed",
+        400,
+        lambda c: APIClient().get(
+            "/webhooks/instagram/",
+            {"hub.mode": "subscribe", "hub.verify_token": "vt-1", "hub.challenge": "<x>"},
+        ),
+        lambda monkeypatch, settings: setattr(settings, "META_WEBHOOK_VERIFY_TOKEN", "vt-1"),
+    ),
 }
 
 

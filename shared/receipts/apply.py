@@ -1,0 +1,129 @@
+"""Store receipts as MessageEvent rows and move message statuses forward, exactly once each."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from django.db import transaction
+from django.utils import timezone
+
+from shared.models import Integration, Message, MessageEvent, MessageStatus
+
+from .types import NOT_YET_SENT, MessageRef, Outcome, Receipt, moves_forward
+
+FAILURES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.BOUNCED})
+_REASONS = {
+    MessageStatus.UNDELIVERED: "The provider accepted the message but could not deliver it.",
+    MessageStatus.BOUNCED: "The recipient's mail server refused the email.",
+}
+
+
+def record_receipts(
+    integrations: Sequence[Integration], receipts: Iterable[Receipt]
+) -> Counter[Outcome]:
+    """Record each receipt on the messages it names (only messages of `integrations`)."""
+    outcomes: Counter[Outcome] = Counter()
+    for receipt in receipts:
+        message_ids = _find(integrations, receipt.ref)
+        if not message_ids:
+            outcomes[Outcome.UNKNOWN_MESSAGE] += 1
+        for message_id in message_ids:
+            outcomes[_record(message_id, receipt)] += 1
+    return outcomes
+
+
+def _find(integrations: Sequence[Integration], ref: MessageRef) -> list[int]:
+    messages = Message.objects.filter(integration__in=[i.pk for i in integrations])
+    if ref.message_pk is not None:
+        row = messages.filter(pk=ref.message_pk).values_list("pk", "provider_message_id").first()
+        # Our id in the callback URL, and the provider's id once we recorded it, must agree.
+        if row is None or (
+            row[1] and ref.provider_message_id and row[1] != ref.provider_message_id
+        ):
+            return []
+        return [row[0]]
+    if ref.provider_message_id:
+        found = messages.filter(provider_message_id=ref.provider_message_id)
+        return list(found.values_list("pk", flat=True)[:10])
+    if ref.recipient and ref.until is not None:
+        found = messages.filter(
+            to=ref.recipient,
+            sent_at__lte=ref.until,
+            status__in=[MessageStatus.SENT, MessageStatus.DELIVERED],
+        )
+        return list(found.order_by("pk").values_list("pk", flat=True)[:1000])
+    return []
+
+
+def _record(message_id: int, receipt: Receipt) -> Outcome:
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        event, created = MessageEvent.objects.get_or_create(
+            message=message,
+            provider_event_id=receipt.provider_event_id[:200],
+            defaults={
+                "organization_id": message.organization_id,
+                "provider": receipt.provider,
+                "provider_status": receipt.provider_status[:64],
+                "status": receipt.status,
+                "error_code": receipt.error_code[:64],
+                "reason": receipt.reason[:500],
+                "occurred_at": receipt.occurred_at,
+                "raw": receipt.raw,
+            },
+        )
+        if not created:
+            return Outcome.DUPLICATE
+        return settle(message, event)
+
+
+def settle(message: Message, event: MessageEvent) -> Outcome:
+    """Apply `event` to `message` (both locked by the caller) if it moves the status forward."""
+    if not event.status:
+        outcome, event.applied = Outcome.RECORDED, False
+    elif message.status in NOT_YET_SENT:
+        outcome, event.applied = Outcome.EARLY, None
+    elif moves_forward(message.status, event.status):
+        _move(message, event)
+        outcome, event.applied = Outcome.APPLIED, True
+    else:
+        outcome, event.applied = Outcome.RECORDED, False
+    event.save(update_fields=["applied"])
+    return outcome
+
+
+def _move(message: Message, event: MessageEvent) -> None:
+    old = message.status
+    message.status = event.status
+    fields = ["status", "updated_at"]
+    if event.status in FAILURES:
+        message.last_error = (event.reason or _REASONS[event.status])[:500]
+        message.error_kind = event.status
+        message.error_code = event.error_code
+        fields += ["last_error", "error_kind", "error_code"]
+    message.updated_at = timezone.now()
+    message.save(update_fields=fields)
+    announce_status(message, old)
+
+
+def announce_status(message: Message, old_status: str) -> None:
+    """Tell the product that `message` moved from `old_status` (events out, in-process signal)."""
+
+
+def receipt_sweep(*, limit: int = 1000) -> int:
+    """Apply receipts that arrived before their send was recorded; return how many settled."""
+    waiting = (
+        MessageEvent.objects.filter(applied__isnull=True)
+        .exclude(message__status__in=NOT_YET_SENT)
+        .order_by("received_at")
+        .values_list("pk", "message_id")[:limit]
+    )
+    settled = 0
+    for event_id, message_id in waiting:
+        with transaction.atomic():
+            message = Message.objects.select_for_update().get(pk=message_id)
+            event = MessageEvent.objects.select_for_update().get(pk=event_id)
+            if event.applied is None and settle(message, event) is not Outcome.EARLY:
+                settled += 1
+    return settled

@@ -1,0 +1,69 @@
+"""What every provider's receipt becomes, and the forward-only order of message statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.models import MessageStatus
+
+# A receipt moves a message only to a higher rank: a late `delivered` never overwrites `read`,
+# and a failure after acceptance (undelivered, bounced) ends the story unless the message was read.
+RANK = {
+    MessageStatus.SENT: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.UNDELIVERED: 3,
+    MessageStatus.BOUNCED: 3,
+    MessageStatus.READ: 4,
+}
+# Statuses a receipt must wait for: the worker has not recorded the send yet.
+NOT_YET_SENT = frozenset({MessageStatus.QUEUED, MessageStatus.SENDING})
+
+
+class MalformedReceipt(ValueError):
+    """A request that is not a receipt we can read (HTTP 400)."""
+
+
+class Outcome(StrEnum):
+    """What became of one receipt (the `outcome` label of corbi_receipts_total)."""
+
+    APPLIED = "applied"  # moved the message's status
+    RECORDED = "recorded"  # stored on the message; no status change (older, or informational)
+    EARLY = "early"  # stored; applied once the worker records the send (the sweeper does it)
+    DUPLICATE = "duplicate"  # seen before: nothing changes
+    UNKNOWN_MESSAGE = "unknown_message"  # no such message for this integration: dropped
+    BAD_SIGNATURE = "bad_signature"
+    MALFORMED = "malformed"
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """True when a receipt saying `new` may replace `current`."""
+    return current in RANK and new in RANK and RANK[current] < RANK[new]
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """How a receipt names its message: our id, the provider's id, or a read watermark."""
+
+    message_pk: int | None = None
+    provider_message_id: str = ""
+    # Instagram read/delivery watermarks: every message to `recipient` sent up to `until`.
+    recipient: str = ""
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One provider event about one message (or, with a watermark, several)."""
+
+    provider: str
+    ref: MessageRef
+    provider_event_id: str
+    provider_status: str
+    status: str = ""  # a MessageStatus from RANK, or "" for an informational event
+    error_code: str = ""
+    reason: str = ""
+    occurred_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
