@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -55,3 +56,19 @@ def client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def tools():
+    """(RateLimiter, Metrics) on the test Redis under a fresh key prefix, removed afterwards."""
+    import redis
+    from django.conf import settings
+
+    from shared.metrics import Metrics
+    from shared.ratelimit import RateLimiter
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
