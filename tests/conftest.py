@@ -41,21 +41,19 @@ def cast(db):
 
 @pytest.fixture
 def client_for():
-    """client_for(member_or_None, org_id=...) → a DRF APIClient authenticated by token + X-Org-ID."""
-    from rest_framework.test import APIClient
+    """client_for(member_or_None, org_id=..., **APIClient kwargs) → a client by token + X-Org-ID."""
+    from tests.factories import api_client
 
-    def make(who=None, org_id=None):
-        client = APIClient()
-        if who is not None:
-            client.credentials(
-                HTTP_AUTHORIZATION=f"Token {who.token}",
-                HTTP_X_ORG_ID=str(org_id if org_id is not None else who.org.pk),
-            )
-        elif org_id is not None:
-            client.credentials(HTTP_X_ORG_ID=str(org_id))
-        return client
+    return api_client
 
-    return make
+
+@pytest.fixture
+def providers_on_sandbox(settings, sandbox) -> str:
+    """Every provider base URL points at the session's sandbox; returns its URL."""
+    from tests.factories import point_providers_at
+
+    point_providers_at(settings, sandbox.url)
+    return sandbox.url
 
 
 @pytest.fixture
