@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
 
-from shared.providers import ProviderError
+from shared.providers import OutboundMessage, ProviderError
 from shared.providers.google_calendar import GoogleCalendar
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
 
 ACCESS = "ya29.CANARYgoogleACCESStokenabcdefghijkl"
 REFRESH = "1//CANARYgoogleREFRESHtokenabcdefghijkl"
@@ -137,94 +139,130 @@ def test_calendar_expired_access_token_is_refreshed(sandbox_url, sandbox_client,
     assert statuses[-1] == 200
 
 
-def test_calendar_revoked_refresh_token_is_credentials_rejected(
-    sandbox_url, account, assert_secret_free
+WRONG = "ya29.CANARYwrongACCESStokenabcdefgh"
+REVOKED = "1//CANARYrevokedREFRESHtokenabcdefgh"
+
+
+def google_error(status: int, reason: str, message: str, domain: str = "global") -> dict:
+    """A Google API error body."""
+    errors = [{"domain": domain, "reason": reason, "message": message}]
+    return {"error": {"code": status, "message": message, "errors": errors}}
+
+
+def secrets_in(token: str) -> list[str]:
+    """The secret values of a token: itself, or those of an authorized-user JSON."""
+    if not token.startswith("{"):
+        return [token]
+    info = json.loads(token)
+    return [info[k] for k in ("access_token", "refresh_token", "client_secret") if k in info]
+
+
+# How the sandbox answers -> the ProviderError the adapter must raise.
+ERRORS = [
+    pytest.param(
+        Answer(token=WRONG),
+        Mapped("credentials", status=401, says="no refresh token to renew it"),
+        id="unknown-access-token",
+    ),
+    pytest.param(
+        Answer(fault={"status": 401}),
+        Mapped("credentials", status=401, says="no refresh token to renew it"),
+        id="http-401",
+    ),
+    pytest.param(
+        Answer(
+            fault={
+                "status": 403,
+                "body": google_error(403, "insufficientPermissions", "Insufficient Permission"),
+            }
+        ),
+        Mapped("credentials", "insufficientPermissions", status=403),
+        id="insufficient-permissions-403",
+    ),
+    pytest.param(
+        Answer(token=refreshable(refresh_token=REVOKED), call="check"),
+        Mapped("credentials", "invalid_grant"),
+        id="check-revoked-refresh-token",
+    ),
+    pytest.param(
+        Answer(token=refreshable(), fault={"status": 401, "path": "/token"}, call="check"),
+        Mapped("credentials", "invalid_client"),
+        id="check-token-endpoint-rejects-the-client",
+    ),
+    pytest.param(
+        # google-auth retries a failed refresh itself: the endpoint fails every try here.
+        Answer(
+            token=refreshable(), fault={"status": 503, "path": "/token", "count": 10}, call="check"
+        ),
+        Mapped("transient", "temporarily_unavailable"),
+        id="check-token-endpoint-503",
+    ),
+    pytest.param(
+        Answer(payload={"summary": "no start or end"}),
+        Mapped("permanent", "required", status=400),
+        id="invalid-event-400",
+    ),
+    pytest.param(
+        Answer(account={"calendars": ["work"]}, call="check"),
+        Mapped("permanent", "notFound", status=404),
+        id="check-unknown-calendar-404",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "retry_after": 7}),
+        Mapped("rate_limited", "rateLimitExceeded", retry_after=(6, 8), status=429),
+        id="http-429-retry-after",
+    ),
+    pytest.param(
+        Answer(fault={"status": 403, "retry_after": 5}),
+        Mapped("rate_limited", "rateLimitExceeded", retry_after=5, status=403),
+        id="rate-limit-exceeded-403",
+    ),
+    pytest.param(
+        Answer(
+            fault={
+                "status": 403,
+                "body": google_error(
+                    403, "quotaExceeded", "Calendar usage limits exceeded.", "usageLimits"
+                ),
+            }
+        ),
+        Mapped("rate_limited", "quotaExceeded", retry_after=3600, status=403),
+        id="quota-exceeded-waits-an-hour",
+    ),
+    pytest.param(
+        Answer(fault={"status": 503}),
+        Mapped("transient", "backendError", status=503),
+        id="http-503",
+    ),
+    pytest.param(
+        Answer(fault={"mode": "timeout"}),
+        Mapped("transient", says="Google Calendar did not answer within 0.5 s"),
+        id="timeout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("answer", "mapped"), ERRORS)
+def test_calendar_maps_each_provider_answer_to_one_error(
+    sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    revoked = "1//CANARYrevokedREFRESHtokenabcdefgh"
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url, token=refreshable(refresh_token=revoked)).check()
-    assert caught.value.credentials_rejected
-    assert caught.value.code == "invalid_grant"
-    assert_secret_free(caught.value, revoked)
-    assert_secret_free(caught.value, CLIENT_SECRET)
-
-
-def test_calendar_wrong_access_token_is_credentials_rejected(
-    sandbox_url, account, assert_secret_free
-):
-    wrong = "ya29.CANARYwrongACCESStokenabcdefgh"
-    err = upsert_error(adapter(sandbox_url, token=wrong))
-    assert err.credentials_rejected
-    assert_secret_free(err, wrong)
-
-
-def test_calendar_401_is_credentials_rejected(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="status", status=401, count=1)
-    assert upsert_error(adapter(sandbox_url)).credentials_rejected
-
-
-def test_calendar_invalid_event_is_permanent(sandbox_url, account):
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url).upsert_event("booking-1", {"summary": "no start or end"})
-    assert caught.value.kind == "permanent"
-    assert caught.value.status == 400
-
-
-def test_calendar_429_waits_retry_after(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="status", status=429, retry_after=7, count=1)
-    err = upsert_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.retry_after == pytest.approx(7, abs=1)
-
-
-def test_calendar_503_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="status", status=503, count=1)
-    assert upsert_error(adapter(sandbox_url)).kind == "transient"
-
-
-def test_calendar_timeout_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="timeout", count=1)
-    err = upsert_error(adapter(sandbox_url, timeout=0.5))
-    assert err.kind == "transient"
-    assert str(err) == "Google Calendar did not answer within 0.5 s"
-
-
-def test_calendar_403_rate_limit_exceeded_waits_retry_after(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="status", status=403, retry_after=5, count=1)
-    err = upsert_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.code == "rateLimitExceeded"
-    assert err.retry_after == 5
-
-
-def test_calendar_quota_exceeded_waits_an_hour(sandbox_url, sandbox_client, account):
-    body = {
-        "error": {
-            "code": 403,
-            "message": "Calendar usage limits exceeded.",
-            "errors": [{"domain": "usageLimits", "reason": "quotaExceeded"}],
-        }
+    account = {
+        "access_token": ACCESS,
+        "refresh_token": REFRESH,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "calendars": ["primary"],
     }
-    sandbox_client.fault("google_calendar", mode="status", status=403, body=body, count=1)
-    err = upsert_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.retry_after == 3600
-
-
-def test_calendar_rejected_client_is_credentials_rejected(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("google_calendar", mode="status", status=401, path="/token", count=1)
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url, token=refreshable()).check()
-    assert caught.value.credentials_rejected
-    assert caught.value.code == "invalid_client"
-
-
-def test_calendar_unknown_calendar_is_permanent(sandbox_url, sandbox_client):
-    sandbox_client.add_account("google_calendar", access_token=ACCESS, calendars=["work"])
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url).check()
-    assert caught.value.kind == "permanent"
-    assert caught.value.status == 404
+    prepare(sandbox_client, "google_calendar", answer, account)
+    token = answer.token or ACCESS
+    calendar = adapter(sandbox_url, token=token, timeout=answer.timeout)
+    if answer.call == "check":
+        err = raised(calendar.check)
+    else:
+        err = raised(lambda: calendar.upsert_event("booking-1", answer.payload or EVENT))
+    assert_mapped(err, mapped)
+    for secret in secrets_in(token):
+        assert_secret_free(err, secret)
 
 
 def test_calendar_failed_update_after_duplicate_is_reported_cleanly(
@@ -237,3 +275,18 @@ def test_calendar_failed_update_after_duplicate_is_reported_cleanly(
     err = upsert_error(calendar)
     assert err.kind == "transient"
     assert err.__context__ is None
+
+
+def test_calendar_event_id_is_stable_base32hex():
+    event_id = GoogleCalendar.event_id_for("booking-42")
+    assert event_id == GoogleCalendar.event_id_for("booking-42")
+    assert event_id != GoogleCalendar.event_id_for("booking-43")
+    assert re.fullmatch(r"[a-v0-9]{5,1024}", event_id)
+    assert event_id == "nqin96p834oqrmn3fsr6j5n9l8pc7oj2itv40d6pk66vrhv2uuag"
+
+
+def test_calendar_send_is_a_permanent_error():
+    calendar = GoogleCalendar(token="ya29.x", extra={}, base_url="http://127.0.0.1:9/calendar/v3")
+    with pytest.raises(ProviderError) as caught:
+        calendar.send(OutboundMessage(to="x", body="y"))
+    assert caught.value.kind == "permanent"

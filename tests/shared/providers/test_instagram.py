@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from shared.providers import OutboundMessage, ProviderError
+from shared.providers import OutboundMessage
 from shared.providers.instagram import InstagramGraph
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
 
-TOKEN = "IGAACANARYinstagramTOKENabcdefghijklmnop"
+TOKEN = "IGAACANARYq7Zp9Kd3TOKENabcdefghijklmnop"
 IG_ID = "17841400000000001"
 USER = "1234567890"
 
@@ -26,12 +27,6 @@ def adapter(base_url: str, *, token: str = TOKEN, timeout: float = 5.0) -> Insta
     )
 
 
-def send_error(provider: InstagramGraph, to: str = USER) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        provider.send(OutboundMessage(to=to, body="hello"))
-    return caught.value
-
-
 def test_instagram_check_names_the_account(sandbox_url, account):
     assert adapter(sandbox_url).check().startswith("Instagram account @corbi.shop")
 
@@ -47,56 +42,87 @@ def test_instagram_send_returns_the_message_id(sandbox_url, sandbox_client, acco
     assert "access_token" not in str(sent.get("query", ""))
 
 
-def test_instagram_wrong_token_is_credentials_rejected(sandbox_url, account, assert_secret_free):
-    wrong = "IGAACANARYwrongTOKENabcdefghijklmnop"
-    err = send_error(adapter(sandbox_url, token=wrong))
-    assert err.kind == "credentials"
-    assert err.code == "190"
-    assert_secret_free(err, wrong)
+WRONG = "IGAACANARYwrongTOKENabcdefghijklmnop"
 
 
-@pytest.mark.parametrize("recipient", ["551", "100", "10"])
-def test_instagram_unreachable_recipient_is_permanent(sandbox_url, account, recipient):
-    err = send_error(adapter(sandbox_url), to=recipient)
-    assert err.kind == "permanent"
-    assert err.code == recipient
+def graph_error(code: int, message: str, subcode: int | None = None) -> dict:
+    """A Graph API error body."""
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Atrace"}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
 
 
-def test_instagram_rate_limit_waits_the_business_use_case_estimate(
-    sandbox_url, sandbox_client, account
+# How the sandbox answers -> the ProviderError the adapter must raise.
+ERRORS = [
+    pytest.param(
+        Answer(token=WRONG),
+        Mapped("credentials", "190", status=400, says="Instagram rejected the access token (190)"),
+        id="unknown-token-190",
+    ),
+    *(
+        pytest.param(
+            Answer(to=recipient),
+            Mapped("permanent", recipient, status=400),
+            id=f"unreachable-recipient-{recipient}",
+        )
+        for recipient in ("551", "100", "10")
+    ),
+    pytest.param(
+        Answer(fault={"status": 403}),
+        Mapped("permanent", "200", status=403),
+        id="permission-error-200",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "retry_after": 120}),
+        # X-Business-Use-Case-Usage counts whole minutes.
+        Mapped("rate_limited", "4", retry_after=120, status=429),
+        id="app-limit-4-waits-the-business-use-case-estimate",
+    ),
+    pytest.param(
+        Answer(account={"rate_per_second": 1}, second=True),
+        Mapped("rate_limited", "80002", retry_after=60, status=403),
+        id="account-over-its-rate-80002",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "body": "Too Many Requests"}),
+        Mapped("rate_limited", retry_after=60, status=429),
+        id="http-429-without-a-graph-error",
+    ),
+    pytest.param(
+        Answer(fault={"status": 500}),
+        Mapped("transient", "2", status=500),
+        id="http-500-code-2",
+    ),
+    pytest.param(
+        Answer(fault={"status": 400, "body": graph_error(1, "An unknown error occurred")}),
+        Mapped("transient", "1", status=400, says="An unknown error occurred (1)"),
+        id="unknown-error-1",
+    ),
+    pytest.param(
+        Answer(fault={"status": 502, "body": "<html>Bad Gateway</html>"}),
+        Mapped("transient", status=502, says="Instagram answered HTTP 502"),
+        id="http-502-not-json",
+    ),
+    pytest.param(
+        Answer(fault={"mode": "timeout"}),
+        Mapped("transient", says="Instagram did not answer within 0.5 s"),
+        id="timeout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("answer", "mapped"), ERRORS)
+def test_instagram_maps_each_provider_answer_to_one_error(
+    sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    sandbox_client.fault("instagram", mode="status", status=429, retry_after=120, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.code == "4"
-    # X-Business-Use-Case-Usage counts whole minutes.
-    assert err.retry_after == 120
-
-
-def test_instagram_account_over_its_rate_gets_80002(sandbox_url, sandbox_client):
-    sandbox_client.add_account("instagram", access_token=TOKEN, ig_id=IG_ID, rate_per_second=1)
-    provider = adapter(sandbox_url)
-    provider.send(OutboundMessage(to=USER, body="first"))
-    err = send_error(provider)
-    assert err.rate_limited
-    assert err.code == "80002"
-    assert err.retry_after == 60
-
-
-def test_instagram_500_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("instagram", mode="status", status=500, count=1)
-    assert send_error(adapter(sandbox_url)).kind == "transient"
-
-
-def test_instagram_timeout_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("instagram", mode="timeout", count=1)
-    err = send_error(adapter(sandbox_url, timeout=0.5))
-    assert err.kind == "transient"
-    assert str(err) == "Instagram did not answer within 0.5 s"
-
-
-def test_instagram_permission_error_is_permanent(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("instagram", mode="status", status=403, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.kind == "permanent"
-    assert err.code == "200"
+    account = {"access_token": TOKEN, "ig_id": IG_ID, "username": "corbi.shop"}
+    prepare(sandbox_client, "instagram", answer, account)
+    token = answer.token or TOKEN
+    provider = adapter(sandbox_url, token=token, timeout=answer.timeout)
+    message = OutboundMessage(to=answer.to or USER, body="hello")
+    if answer.second:
+        provider.send(message)
+    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
+    assert_mapped(err, mapped)
+    assert_secret_free(err, token)

@@ -6,8 +6,9 @@ import pytest
 
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.sendgrid import SendGridEmail
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
 
-KEY = "SG.CANARYsendgrid.KEYabcdefghijklmnop"
+KEY = "SG.CANARYsgApiKq7.KEYabcdefghijklmnop"
 SENDER = "noreply@corbi.test"
 
 
@@ -29,22 +30,8 @@ def email(to: str = "someone@example.test") -> OutboundMessage:
     )
 
 
-def send_error(provider: SendGridEmail, to: str = "someone@example.test") -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        provider.send(email(to))
-    return caught.value
-
-
 def test_sendgrid_check_confirms_mail_send_scope(sandbox_url, account):
     assert "mail.send" in adapter(sandbox_url).check()
-
-
-def test_sendgrid_check_without_mail_send_is_credentials_rejected(sandbox_url, sandbox_client):
-    sandbox_client.add_account("sendgrid", api_key=KEY, scopes=["user.profile.read"])
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url).check()
-    assert caught.value.credentials_rejected
-    assert "mail.send" in str(caught.value)
 
 
 def test_sendgrid_send_returns_the_x_message_id(sandbox_url, sandbox_client, account):
@@ -60,67 +47,99 @@ def test_sendgrid_send_returns_the_x_message_id(sandbox_url, sandbox_client, acc
     assert sent["body"]["custom_args"] == {"corbi_reference": "msg-1"}
 
 
-def test_sendgrid_wrong_key_is_credentials_rejected(sandbox_url, account, assert_secret_free):
-    wrong = "SG.CANARYwrong.KEYabcdefghijklmnop"
-    err = send_error(adapter(sandbox_url, key=wrong))
-    assert err.kind == "credentials"
-    assert err.status == 401
-    assert_secret_free(err, wrong)
+WRONG = "SG.CANARYwrong.KEYabcdefghijklmnop"
+NO_MAIL_SEND = {"scopes": ["user.profile.read"]}
 
 
-def test_sendgrid_invalid_recipient_is_permanent(sandbox_url, account):
-    err = send_error(adapter(sandbox_url), to="invalid@sandbox.test")
-    assert err.kind == "permanent"
-    assert err.status == 400
+def errors(message: str, field: str | None = None) -> dict:
+    """A SendGrid v3 error body."""
+    return {"errors": [{"message": message, "field": field, "help": None}]}
 
 
-def test_sendgrid_unverified_sender_is_permanent_not_credentials(sandbox_url, account):
-    err = send_error(adapter(sandbox_url, sender="stranger@corbi.test"))
-    assert err.kind == "permanent"
-    assert err.status == 403
-    assert str(err) == "SendGrid: the from address is not a verified sender"
+# How the sandbox answers -> the ProviderError the adapter must raise.
+ERRORS = [
+    pytest.param(
+        Answer(token=WRONG),
+        Mapped("credentials", "401", status=401, says="SendGrid rejected the API key (401)"),
+        id="unknown-key-401",
+    ),
+    pytest.param(
+        Answer(account=NO_MAIL_SEND),
+        Mapped("credentials", "403", status=403),
+        id="key-without-mail-send-403",
+    ),
+    pytest.param(
+        Answer(account=NO_MAIL_SEND, call="check"),
+        Mapped("credentials", "scope", says="mail.send"),
+        id="check-key-without-mail-send",
+    ),
+    pytest.param(
+        Answer(fault={"status": 403, "body": errors("access forbidden")}),
+        Mapped("credentials", "403", status=403, says="access forbidden"),
+        id="http-403-forbidden",
+    ),
+    pytest.param(
+        Answer(to="invalid@sandbox.test"),
+        Mapped("permanent", "400", status=400),
+        id="invalid-recipient-400",
+    ),
+    pytest.param(
+        Answer(extra={"from_email": "stranger@corbi.test"}),
+        Mapped(
+            "permanent",
+            "403",
+            status=403,
+            says="SendGrid: the from address is not a verified sender",
+        ),
+        id="unverified-sender-403-is-not-credentials",
+    ),
+    pytest.param(
+        Answer(fault={"status": 413}),
+        Mapped("permanent", "413", status=413, says="too large"),
+        id="oversized-413",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "retry_after": 7}),
+        Mapped("rate_limited", "429", retry_after=(5.5, 8.5), status=429),
+        id="http-429-until-rate-limit-reset",
+    ),
+    pytest.param(
+        Answer(account={"rate_per_second": 1}, second=True),
+        Mapped("rate_limited", "429", retry_after=(1, 2.5), status=429),
+        id="account-over-its-rate-429",
+    ),
+    pytest.param(
+        Answer(fault={"status": 403, "body": errors("You are under a temporary block")}),
+        Mapped("rate_limited", "403", retry_after=60, status=403),
+        id="temporary-block-403-waits-a-minute",
+    ),
+    pytest.param(
+        Answer(fault={"status": 503}),
+        Mapped("transient", "503", status=503),
+        id="http-503",
+    ),
+    pytest.param(
+        Answer(fault={"mode": "timeout"}),
+        Mapped("transient", says="SendGrid did not answer within 0.5 s"),
+        id="timeout",
+    ),
+]
 
 
-def test_sendgrid_429_waits_until_rate_limit_reset(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("sendgrid", mode="status", status=429, retry_after=7, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.retry_after == pytest.approx(7, abs=1.5)
-
-
-def test_sendgrid_503_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("sendgrid", mode="status", status=503, count=1)
-    assert send_error(adapter(sandbox_url)).kind == "transient"
-
-
-def test_sendgrid_timeout_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("sendgrid", mode="timeout", count=1)
-    err = send_error(adapter(sandbox_url, timeout=0.5))
-    assert err.kind == "transient"
-    assert str(err) == "SendGrid did not answer within 0.5 s"
-
-
-def test_sendgrid_key_without_mail_send_is_credentials_rejected_on_send(
-    sandbox_url, sandbox_client
+@pytest.mark.parametrize(("answer", "mapped"), ERRORS)
+def test_sendgrid_maps_each_provider_answer_to_one_error(
+    sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    sandbox_client.add_account("sendgrid", api_key=KEY, scopes=["user.profile.read"])
-    err = send_error(adapter(sandbox_url))
-    assert err.kind == "credentials"
-    assert err.status == 403
-
-
-def test_sendgrid_account_over_its_rate_waits_at_least_a_second(sandbox_url, sandbox_client):
-    sandbox_client.add_account("sendgrid", api_key=KEY, rate_per_second=1)
-    provider = adapter(sandbox_url)
-    provider.send(email())
-    err = send_error(provider)
-    assert err.rate_limited
-    assert 1 <= err.retry_after <= 2.5
-
-
-def test_sendgrid_oversized_email_is_permanent(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("sendgrid", mode="status", status=413, count=1)
-    assert send_error(adapter(sandbox_url)).kind == "permanent"
+    prepare(sandbox_client, "sendgrid", answer, {"api_key": KEY, "verified_senders": [SENDER]})
+    key = answer.token or KEY
+    sender = (answer.extra or {}).get("from_email", SENDER)
+    provider = adapter(sandbox_url, key=key, sender=sender, timeout=answer.timeout)
+    message = email(answer.to or "someone@example.test")
+    if answer.second:
+        provider.send(message)
+    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
+    assert_mapped(err, mapped)
+    assert_secret_free(err, key)
 
 
 def test_sendgrid_email_without_content_is_refused_before_sending(sandbox_url, sandbox_client):

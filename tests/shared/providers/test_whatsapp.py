@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.providers import OutboundMessage, ProviderError
-from shared.providers.whatsapp import TwilioWhatsApp
+from shared.providers import OutboundMessage
+from shared.providers.whatsapp import TwilioWhatsApp, whatsapp_address
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
 
 SID = "AC" + "1a" * 16
 TOKEN = "CANARYtwilioAUTHtoken0123456789ab"
@@ -20,12 +21,6 @@ def account(sandbox_client):
 def adapter(base_url: str, *, token: str = TOKEN, timeout: float = 5.0) -> TwilioWhatsApp:
     extra = {"account_sid": SID, "from_whatsapp": "+14155238886"}
     return TwilioWhatsApp(token=token, extra=extra, base_url=base_url, timeout=timeout)
-
-
-def send_error(provider: TwilioWhatsApp, to: str = "+15551234567") -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        provider.send(OutboundMessage(to=to, body="hello"))
-    return caught.value
 
 
 def test_whatsapp_check_describes_the_account(sandbox_url, account):
@@ -53,74 +48,111 @@ def test_whatsapp_send_ignores_twilio_edge_and_region_env(sandbox_url, account, 
     assert adapter(sandbox_url).send(OutboundMessage(to="whatsapp:+15551234567", body="hi"))
 
 
-def test_whatsapp_wrong_token_is_credentials_rejected(sandbox_url, account, assert_secret_free):
-    wrong = "CANARYwrongTOKEN0123456789abcdef"
-    err = send_error(adapter(sandbox_url, token=wrong))
-    assert err.kind == "credentials"
-    assert err.code == "20003"
-    assert str(err) == "Twilio rejected the credentials (20003)"
-    assert_secret_free(err, wrong)
+WRONG = "CANARYwrongTOKEN0123456789abcdef"
 
 
-def test_whatsapp_check_with_wrong_token_is_credentials_rejected(sandbox_url, account):
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url, token="CANARYwrongTOKEN0123456789abcdef").check()
-    assert caught.value.credentials_rejected
+def twilio_error(code: int, status: int, message: str) -> dict:
+    """A Twilio REST error body."""
+    return {"code": code, "message": message, "more_info": "", "status": status}
 
 
-@pytest.mark.parametrize(("to", "code"), [("+15005550001", "21211"), ("+15005550002", "21408")])
-def test_whatsapp_invalid_recipient_is_permanent(sandbox_url, account, to, code):
-    err = send_error(adapter(sandbox_url), to=to)
-    assert err.kind == "permanent"
-    assert err.code == code
-    assert err.status == 400
-    assert code in str(err)
+# How the sandbox answers -> the ProviderError the adapter must raise.
+ERRORS = [
+    pytest.param(
+        Answer(token=WRONG),
+        Mapped("credentials", "20003", status=401, says="Twilio rejected the credentials (20003)"),
+        id="unknown-token-20003",
+    ),
+    pytest.param(
+        Answer(token=WRONG, call="check"),
+        Mapped("credentials", "20003", status=401),
+        id="check-unknown-token-20003",
+    ),
+    pytest.param(
+        Answer(account={"status": "suspended"}, call="check"),
+        Mapped("credentials", "20003", status=401),
+        id="check-suspended-account",
+    ),
+    pytest.param(
+        Answer(to="+15005550001"),
+        Mapped("permanent", "21211", status=400, says="21211"),
+        id="invalid-to-21211",
+    ),
+    pytest.param(
+        Answer(to="+15005550002"),
+        Mapped("permanent", "21408", status=400, says="21408"),
+        id="region-not-enabled-21408",
+    ),
+    pytest.param(
+        Answer(account={"senders": []}),
+        Mapped("permanent", "63007", status=400),
+        id="unregistered-sender-63007",
+    ),
+    pytest.param(
+        Answer(fault={"status": 400, "body": twilio_error(63016, 400, "Outside the window")}),
+        Mapped("permanent", "63016", status=400, says="Outside the window (63016)"),
+        id="outside-24h-window-63016",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "retry_after": 7}),
+        Mapped("rate_limited", "20429", retry_after=(6, 8), status=429),
+        id="http-429-retry-after",
+    ),
+    pytest.param(
+        Answer(account={"rate_per_second": 1}, second=True),
+        Mapped("rate_limited", "20429", retry_after=1, status=429),
+        id="account-over-its-rate-20429",
+    ),
+    pytest.param(
+        Answer(fault={"status": 400, "body": twilio_error(63018, 400, "Rate limit exceeded")}),
+        Mapped("rate_limited", "63018", retry_after=60, status=400),
+        id="messaging-limit-63018-waits-a-minute",
+    ),
+    pytest.param(
+        Answer(fault={"status": 503}),
+        Mapped("transient", "20503", status=503),
+        id="http-503",
+    ),
+    pytest.param(
+        Answer(fault={"status": 400, "body": twilio_error(20500, 400, "Internal error")}),
+        Mapped("transient", "20500", status=400),
+        id="internal-error-20500",
+    ),
+    pytest.param(
+        Answer(fault={"mode": "timeout"}),
+        Mapped("transient", says="Twilio did not answer within 0.5 s"),
+        id="timeout",
+    ),
+]
 
 
-def test_whatsapp_unregistered_sender_is_permanent(sandbox_url, sandbox_client):
-    sandbox_client.add_account("whatsapp", account_sid=SID, auth_token=TOKEN, senders=[])
-    err = send_error(adapter(sandbox_url))
-    assert err.kind == "permanent"
-    assert err.code == "63007"
-
-
-def test_whatsapp_429_waits_retry_after(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("whatsapp", mode="status", status=429, retry_after=7, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.retry_after == pytest.approx(7, abs=1)
-
-
-def test_whatsapp_503_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("whatsapp", mode="status", status=503, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.kind == "transient"
-    assert not err.permanent
-
-
-def test_whatsapp_timeout_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("whatsapp", mode="timeout", count=1)
-    err = send_error(adapter(sandbox_url, timeout=0.5))
-    assert err.kind == "transient"
-    assert str(err) == "Twilio did not answer within 0.5 s"
-
-
-def test_whatsapp_account_over_its_rate_gets_20429(sandbox_url, sandbox_client):
-    sandbox_client.add_account(
-        "whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER], rate_per_second=1
+@pytest.mark.parametrize(("answer", "mapped"), ERRORS)
+def test_whatsapp_maps_each_provider_answer_to_one_error(
+    sandbox_url, sandbox_client, assert_secret_free, answer, mapped
+):
+    prepare(
+        sandbox_client,
+        "whatsapp",
+        answer,
+        {"account_sid": SID, "auth_token": TOKEN, "senders": [SENDER]},
     )
-    provider = adapter(sandbox_url)
-    provider.send(OutboundMessage(to="+15551234567", body="first"))
-    err = send_error(provider)
-    assert err.rate_limited
-    assert err.code == "20429"
-    assert err.retry_after == 1
+    token = answer.token or TOKEN
+    provider = adapter(sandbox_url, token=token, timeout=answer.timeout)
+    message = OutboundMessage(to=answer.to or "+15551234567", body="hello")
+    if answer.second:
+        provider.send(message)
+    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
+    assert_mapped(err, mapped)
+    assert_secret_free(err, token)
 
 
-def test_whatsapp_suspended_account_is_credentials_rejected(sandbox_url, sandbox_client):
-    sandbox_client.add_account(
-        "whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER], status="suspended"
-    )
-    with pytest.raises(ProviderError) as caught:
-        adapter(sandbox_url).check()
-    assert caught.value.credentials_rejected
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("+15551234567", "whatsapp:+15551234567"),
+        ("whatsapp:+15551234567", "whatsapp:+15551234567"),
+        (" 15551234567 ", "whatsapp:+15551234567"),
+    ],
+)
+def test_whatsapp_addresses_always_carry_the_prefix(number, expected):
+    assert whatsapp_address(number) == expected
