@@ -29,6 +29,27 @@ VALID_EXTRA = {
 }
 
 
+# Message destinations each provider refuses.
+BAD_DESTINATIONS = [
+    ("whatsapp", "4155550123"),
+    ("whatsapp", "+0123456789"),
+    ("sendgrid", "not-an-email"),
+    ("telegram", "chat 42"),
+    ("telegram", "@ab"),
+    ("instagram", "ig-user-17841"),
+]
+
+# A valid booking body (PUT /api/calendar/bookings/{id}/, booking_upsert's data).
+BOOKING = {
+    "summary": "Dinner for four",
+    "description": "Window table",
+    "location": "Acme Bistro",
+    "start": "2030-01-01T20:00:00+01:00",
+    "end": "2030-01-01T22:00:00+01:00",
+    "timezone": "Europe/Madrid",
+    "attendees": ["carol@example.test", "dave@example.test"],
+}
+
 # Sandbox accounts that accept the canary tokens with VALID_EXTRA (register with add_account).
 SANDBOX_ACCOUNTS = {
     "whatsapp": {

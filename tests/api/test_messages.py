@@ -13,6 +13,8 @@ from shared.services.bookings import booking_event_id
 from shared.services.integrations import integration_disconnect
 from shared.services.messages import BODY_LIMITS, MESSAGING_PROVIDERS
 from tests.factories import (
+    BAD_DESTINATIONS,
+    BOOKING,
     assert_error_envelope,
     connect,
     ok_body,
@@ -34,15 +36,6 @@ VALID = {
     "telegram": {"provider": "telegram", "to": "123456789", "body": "Your table is ready."},
     "instagram": {"provider": "instagram", "to": "17841400000000002", "body": "Thanks!"},
 }
-
-BAD_DESTINATIONS = [
-    ("whatsapp", "4155550123"),
-    ("whatsapp", "+0123456789"),
-    ("sendgrid", "not-an-email"),
-    ("telegram", "chat 42"),
-    ("telegram", "@ab"),
-    ("instagram", "ig-user-17841"),
-]
 
 
 @pytest.fixture
@@ -576,16 +569,6 @@ def test_unknown_filter_values_are_400_naming_the_parameter(acme, client_for, qu
 # === bookings: PUT/DELETE/GET /api/calendar/bookings/{id}/ ====================================
 
 BASE32HEX = re.compile(r"^[a-v0-9]+$")
-
-BOOKING = {
-    "summary": "Dinner for four",
-    "description": "Window table",
-    "location": "Acme Bistro",
-    "start": "2030-01-01T20:00:00+01:00",
-    "end": "2030-01-01T22:00:00+01:00",
-    "timezone": "Europe/Madrid",
-    "attendees": ["carol@example.test", "dave@example.test"],
-}
 
 
 def booking_url(booking_id):

@@ -50,7 +50,7 @@ class Mapped:
     says: str | None = None  # a part of str(error), when the wording is part of the contract
 
 
-def prepare(sandbox_client, provider: str, answer: Answer, account: dict[str, Any]) -> None:
+def _prepare(sandbox_client, provider: str, answer: Answer, account: dict[str, Any]) -> None:
     """Register the provider's account (with the row's fields) and install the row's fault."""
     sandbox_client.add_account(provider, **{**account, **(answer.account or {})})
     if answer.fault is not None:
@@ -72,7 +72,19 @@ def raised(call) -> ProviderError:
     return caught.value
 
 
-def assert_mapped(err: ProviderError, mapped: Mapped) -> None:
+def provoke(sandbox_client, slug: str, answer: Answer, account: dict[str, Any], adapter, send):
+    """Register `account` (with the row's fields) and the row's fault, then make the row's call
+    (`send()` or adapter.check(); a good `send()` first for `second` rows): the error raised."""
+    _prepare(sandbox_client, slug, answer, account)
+    if answer.second:
+        send()
+    return raised(adapter.check if answer.call == "check" else send)
+
+
+def assert_mapped(
+    err: ProviderError, mapped: Mapped, assert_secret_free, secrets: list[str]
+) -> None:
+    """`err` is what the row maps to, and carries none of `secrets`."""
     assert (err.kind, err.code, err.status) == (mapped.kind, mapped.code, mapped.status), repr(err)
     if isinstance(mapped.retry_after, tuple):
         low, high = mapped.retry_after
@@ -81,3 +93,5 @@ def assert_mapped(err: ProviderError, mapped: Mapped) -> None:
         assert err.retry_after == mapped.retry_after, repr(err)
     if mapped.says is not None:
         assert mapped.says in str(err), str(err)
+    for secret in secrets:
+        assert_secret_free(err, secret)

@@ -10,7 +10,7 @@ import requests
 
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.google_calendar import GoogleCalendar
-from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
 ACCESS = "ya29.CANARYgoogleACCESStokenabcdefghijkl"
 REFRESH = "1//CANARYgoogleREFRESHtokenabcdefghijkl"
@@ -26,16 +26,18 @@ EVENT = {
 }
 
 
+ACCOUNT = {
+    "access_token": ACCESS,
+    "refresh_token": REFRESH,
+    "client_id": CLIENT_ID,
+    "client_secret": CLIENT_SECRET,
+    "calendars": ["primary"],
+}
+
+
 @pytest.fixture
 def account(sandbox_client):
-    sandbox_client.add_account(
-        "google_calendar",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        calendars=["primary"],
-    )
+    sandbox_client.add_account("google_calendar", **ACCOUNT)
 
 
 def adapter(base_url: str, *, token: str = ACCESS, timeout: float = 5.0) -> GoogleCalendar:
@@ -246,23 +248,11 @@ ERRORS = [
 def test_calendar_maps_each_provider_answer_to_one_error(
     sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    account = {
-        "access_token": ACCESS,
-        "refresh_token": REFRESH,
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "calendars": ["primary"],
-    }
-    prepare(sandbox_client, "google_calendar", answer, account)
     token = answer.token or ACCESS
     calendar = adapter(sandbox_url, token=token, timeout=answer.timeout)
-    if answer.call == "check":
-        err = raised(calendar.check)
-    else:
-        err = raised(lambda: calendar.upsert_event("booking-1", answer.payload or EVENT))
-    assert_mapped(err, mapped)
-    for secret in secrets_in(token):
-        assert_secret_free(err, secret)
+    upsert = lambda: calendar.upsert_event("booking-1", answer.payload or EVENT)  # noqa: E731
+    err = provoke(sandbox_client, "google_calendar", answer, ACCOUNT, calendar, upsert)
+    assert_mapped(err, mapped, assert_secret_free, secrets_in(token))
 
 
 def test_calendar_failed_update_after_duplicate_is_reported_cleanly(

@@ -6,7 +6,7 @@ import pytest
 
 from shared.providers import OutboundMessage
 from shared.providers.instagram import InstagramGraph
-from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
 TOKEN = "IGAACANARYq7Zp9Kd3TOKENabcdefghijklmnop"
 IG_ID = "17841400000000001"
@@ -116,13 +116,11 @@ ERRORS = [
 def test_instagram_maps_each_provider_answer_to_one_error(
     sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    account = {"access_token": TOKEN, "ig_id": IG_ID, "username": "corbi.shop"}
-    prepare(sandbox_client, "instagram", answer, account)
     token = answer.token or TOKEN
     provider = adapter(sandbox_url, token=token, timeout=answer.timeout)
     message = OutboundMessage(to=answer.to or USER, body="hello")
-    if answer.second:
-        provider.send(message)
-    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
-    assert_mapped(err, mapped)
-    assert_secret_free(err, token)
+    account = {"access_token": TOKEN, "ig_id": IG_ID, "username": "corbi.shop"}
+    err = provoke(
+        sandbox_client, "instagram", answer, account, provider, lambda: provider.send(message)
+    )
+    assert_mapped(err, mapped, assert_secret_free, [token])

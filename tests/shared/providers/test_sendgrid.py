@@ -6,7 +6,7 @@ import pytest
 
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.sendgrid import SendGridEmail
-from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
 KEY = "SG.CANARYsgApiKq7.KEYabcdefghijklmnop"
 SENDER = "noreply@corbi.test"
@@ -130,16 +130,15 @@ ERRORS = [
 def test_sendgrid_maps_each_provider_answer_to_one_error(
     sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    prepare(sandbox_client, "sendgrid", answer, {"api_key": KEY, "verified_senders": [SENDER]})
     key = answer.token or KEY
     sender = (answer.extra or {}).get("from_email", SENDER)
     provider = adapter(sandbox_url, key=key, sender=sender, timeout=answer.timeout)
     message = email(answer.to or "someone@example.test")
-    if answer.second:
-        provider.send(message)
-    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
-    assert_mapped(err, mapped)
-    assert_secret_free(err, key)
+    account = {"api_key": KEY, "verified_senders": [SENDER]}
+    err = provoke(
+        sandbox_client, "sendgrid", answer, account, provider, lambda: provider.send(message)
+    )
+    assert_mapped(err, mapped, assert_secret_free, [key])
 
 
 def test_sendgrid_email_without_content_is_refused_before_sending(sandbox_url, sandbox_client):

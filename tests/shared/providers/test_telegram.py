@@ -9,7 +9,7 @@ import pytest
 
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.telegram import TelegramBot
-from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, base_url, prepare, raised
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, base_url, provoke
 
 TOKEN = "123456:CANARYtgTOKENzq7Xw9vL2mN4pR6sT8uYb3"
 SECRET = TOKEN.partition(":")[2]
@@ -131,15 +131,14 @@ ERRORS = [
 def test_telegram_maps_each_provider_answer_to_one_error(
     sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    prepare(sandbox_client, "telegram", answer, {"token": TOKEN, "bot_username": "corbi_test_bot"})
     token = answer.token or TOKEN
     provider = adapter(base_url(sandbox_url, answer), token=token, timeout=answer.timeout)
     message = OutboundMessage(to=answer.to or CHAT, body="hello")
-    if answer.second:
-        provider.send(message)
-    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
-    assert_mapped(err, mapped)
-    assert_secret_free(err, token)
+    account = {"token": TOKEN, "bot_username": "corbi_test_bot"}
+    err = provoke(
+        sandbox_client, "telegram", answer, account, provider, lambda: provider.send(message)
+    )
+    assert_mapped(err, mapped, assert_secret_free, [token])
 
 
 def test_telegram_token_never_reaches_an_error(

@@ -6,7 +6,7 @@ import pytest
 
 from shared.providers import OutboundMessage
 from shared.providers.whatsapp import TwilioWhatsApp, whatsapp_address
-from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, prepare, raised
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
 SID = "AC" + "1a" * 16
 TOKEN = "CANARYtwilioAUTHtoken0123456789ab"
@@ -130,20 +130,14 @@ ERRORS = [
 def test_whatsapp_maps_each_provider_answer_to_one_error(
     sandbox_url, sandbox_client, assert_secret_free, answer, mapped
 ):
-    prepare(
-        sandbox_client,
-        "whatsapp",
-        answer,
-        {"account_sid": SID, "auth_token": TOKEN, "senders": [SENDER]},
-    )
     token = answer.token or TOKEN
     provider = adapter(sandbox_url, token=token, timeout=answer.timeout)
     message = OutboundMessage(to=answer.to or "+15551234567", body="hello")
-    if answer.second:
-        provider.send(message)
-    err = raised(provider.check if answer.call == "check" else lambda: provider.send(message))
-    assert_mapped(err, mapped)
-    assert_secret_free(err, token)
+    account = {"account_sid": SID, "auth_token": TOKEN, "senders": [SENDER]}
+    err = provoke(
+        sandbox_client, "whatsapp", answer, account, provider, lambda: provider.send(message)
+    )
+    assert_mapped(err, mapped, assert_secret_free, [token])
 
 
 @pytest.mark.parametrize(

@@ -17,19 +17,9 @@ from shared.services.bookings import (
 )
 from shared.services.integrations import integration_disconnect
 from shared.services.outbox import SYNC_BOOKING
-from tests.factories import connect, make_member
+from tests.factories import BOOKING, connect, make_member
 
 pytestmark = pytest.mark.django_db
-
-BOOKING = {
-    "summary": "Dinner for four",
-    "description": "Window table",
-    "location": "Acme Bistro",
-    "start": "2030-01-01T20:00:00+01:00",
-    "end": "2030-01-01T22:00:00+01:00",
-    "timezone": "Europe/Madrid",
-    "attendees": ["carol@example.test"],
-}
 
 
 @pytest.fixture
@@ -110,7 +100,7 @@ def test_upsert_stores_a_pending_booking_and_publishes_its_sync(
     assert booking.event_id == booking_event_id(acme.pk, "bk-1")
     # A naive time is read in the booking's own time zone (Madrid is UTC+1 in January).
     assert booking.start == datetime(2030, 1, 1, 19, 0, tzinfo=UTC)
-    assert booking.summary == "Dinner for four" and booking.attendees == ["carol@example.test"]
+    assert booking.summary == "Dinner for four" and booking.attendees == BOOKING["attendees"]
     assert booking.enqueued_at is not None and booking.next_attempt_at is not None
     assert published() == [(SYNC_BOOKING, [booking.pk])]
 
