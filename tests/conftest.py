@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -40,18 +41,32 @@ def cast(db):
 
 @pytest.fixture
 def client_for():
-    """client_for(member_or_None, org_id=...) → a DRF APIClient authenticated by token + X-Org-ID."""
-    from rest_framework.test import APIClient
+    """client_for(member_or_None, org_id=..., **APIClient kwargs) → a client by token + X-Org-ID."""
+    from tests.factories import api_client
 
-    def make(who=None, org_id=None):
-        client = APIClient()
-        if who is not None:
-            client.credentials(
-                HTTP_AUTHORIZATION=f"Token {who.token}",
-                HTTP_X_ORG_ID=str(org_id if org_id is not None else who.org.pk),
-            )
-        elif org_id is not None:
-            client.credentials(HTTP_X_ORG_ID=str(org_id))
-        return client
+    return api_client
 
-    return make
+
+@pytest.fixture
+def providers_on_sandbox(settings, sandbox) -> str:
+    """Every provider base URL points at the session's sandbox; returns its URL."""
+    from tests.factories import point_providers_at
+
+    point_providers_at(settings, sandbox.url)
+    return sandbox.url
+
+
+@pytest.fixture
+def tools():
+    """(RateLimiter, Metrics) on the test Redis under a fresh key prefix, removed afterwards."""
+    import redis
+    from django.conf import settings
+
+    from shared.metrics import Metrics
+    from shared.ratelimit import RateLimiter
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)

@@ -1,4 +1,4 @@
-"""Test data builders and recognisable canary tokens."""
+"""Test data builders, recognisable canary tokens and the API helpers every suite shares."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
-from shared.models import Membership, Organization
+from shared.models import Membership, Organization, Provider
+from shared.services.integrations import integration_connect
 
 # Recognisable canary tokens: any occurrence outside the ciphertext column is a leak.
 CANARY = {
@@ -26,6 +28,27 @@ VALID_EXTRA = {
     "google_calendar": {},
 }
 
+
+# Message destinations each provider refuses.
+BAD_DESTINATIONS = [
+    ("whatsapp", "4155550123"),
+    ("whatsapp", "+0123456789"),
+    ("sendgrid", "not-an-email"),
+    ("telegram", "chat 42"),
+    ("telegram", "@ab"),
+    ("instagram", "ig-user-17841"),
+]
+
+# A valid booking body (PUT /api/calendar/bookings/{id}/, booking_upsert's data).
+BOOKING = {
+    "summary": "Dinner for four",
+    "description": "Window table",
+    "location": "Acme Bistro",
+    "start": "2030-01-01T20:00:00+01:00",
+    "end": "2030-01-01T22:00:00+01:00",
+    "timezone": "Europe/Madrid",
+    "attendees": ["carol@example.test", "dave@example.test"],
+}
 
 # Sandbox accounts that accept the canary tokens with VALID_EXTRA (register with add_account).
 SANDBOX_ACCOUNTS = {
@@ -70,3 +93,71 @@ def make_member(org_slug: str, username: str, role: str) -> Member:
     Membership.objects.update_or_create(user=user, organization=org, defaults={"role": role})
     token, _ = Token.objects.get_or_create(user=user)
     return Member(user=user, org=org, role=role, token=token.key)
+
+
+def connect(member: Member, *providers: str, actor: object = None) -> Member:
+    """Connect `providers` (all of them by default) for the member's org with the canary tokens."""
+    for provider in providers or Provider.values:
+        integration_connect(
+            organization=member.org,
+            provider=provider,
+            token=CANARY[provider],
+            extra=VALID_EXTRA[provider],
+            actor=actor,
+        )
+    return member
+
+
+def point_providers_at(settings, url: str) -> None:
+    """Every provider base URL (and Google's token endpoint) on the sandbox at `url`."""
+    settings.TWILIO_API_BASE = settings.SENDGRID_API_BASE = settings.TELEGRAM_API_BASE = url
+    settings.GRAPH_API_BASE = url + "/v23.0"
+    settings.GOOGLE_CALENDAR_API_BASE = url + "/calendar/v3/"
+    settings.GOOGLE_TOKEN_URI = url + "/token"
+
+
+def api_client(
+    member: Member | None = None, org_id: object = None, auth: str | None = None, **kwargs: object
+) -> APIClient:
+    """A DRF client sending `Authorization: Token` + `X-Org-ID` for `member` (or only X-Org-ID).
+
+    `auth` replaces the Authorization value; keyword arguments go to APIClient (e.g.
+    raise_request_exception=False for a client that answers 500 instead of raising).
+    """
+    client = APIClient(**kwargs)
+    headers = {}
+    if member is not None:
+        headers["HTTP_AUTHORIZATION"] = auth or f"Token {member.token}"
+        headers["HTTP_X_ORG_ID"] = str(org_id if org_id is not None else member.org.pk)
+    elif org_id is not None:
+        headers["HTTP_X_ORG_ID"] = str(org_id)
+    client.credentials(**headers)
+    return client
+
+
+def connect_api(client: APIClient, provider: str, token: str | None = None, extra=None):
+    """POST /api/integrations/{provider}/connect/ with the canary token and VALID_EXTRA."""
+    body = {
+        "token": token or CANARY[provider],
+        "extra": VALID_EXTRA[provider] if extra is None else extra,
+    }
+    return client.post(f"/api/integrations/{provider}/connect/", body, format="json")
+
+
+def ok_body(response, status: int) -> dict:
+    """The JSON body of a response with `status`, which names no canary token."""
+    assert response.status_code == status, response.content
+    assert_no_canary(response.content.decode())
+    return response.json()
+
+
+def assert_error_envelope(response, status: int) -> dict:
+    """The error envelope of a JSON response with `status`: status, ok, message; no canary."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    assert_no_canary(response.content.decode())
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["ok"] is False
+    assert isinstance(body["message"], str) and body["message"]
+    return body

@@ -7,10 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt, Provider
+from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt
 from shared.services.bookings import booking_event_id
-from shared.services.integrations import integration_connect
-from tests.factories import CANARY, SANDBOX_ACCOUNTS, VALID_EXTRA
+from tests.factories import SANDBOX_ACCOUNTS, connect, point_providers_at
 
 DESTINATION = {
     "whatsapp": "+15551234567",
@@ -20,14 +19,6 @@ DESTINATION = {
 }
 
 MODELS = (Integration, Message, MessageAttempt, Booking, AuditEvent)
-
-
-def point_providers_at(settings, url: str) -> None:
-    settings.TWILIO_API_BASE = settings.SENDGRID_API_BASE = settings.TELEGRAM_API_BASE = url
-    settings.GRAPH_API_BASE = url + "/v23.0"
-    settings.GOOGLE_CALENDAR_API_BASE = url + "/calendar/v3/"
-    settings.GOOGLE_TOKEN_URI = url + "/token"
-    settings.TEST_CONNECTION_TIMEOUT_SECONDS = 2.0
 
 
 def register_sandbox_accounts(sandbox_client) -> None:
@@ -49,14 +40,7 @@ def snapshot(organization=None) -> dict[str, list[dict]]:
 def seed_org(member, tag: str) -> dict:
     """Connect every provider, add a queued and a failed message and a booking for one org."""
     org = member.org
-    for provider in Provider.values:
-        integration_connect(
-            organization=org,
-            provider=provider,
-            token=CANARY[provider],
-            extra=VALID_EXTRA[provider],
-            actor=member.user,
-        )
+    connect(member, actor=member.user)
     telegram = Integration.objects.get(organization=org, provider="telegram")
     now = timezone.now()
     queued = Message.objects.create(
@@ -97,6 +81,7 @@ def seed_org(member, tag: str) -> dict:
 def world(cast, sandbox, sandbox_client, settings):
     """acme (admin alice, member bob) and globex (admin mallory), both fully seeded."""
     point_providers_at(settings, sandbox.url)
+    settings.TEST_CONNECTION_TIMEOUT_SECONDS = 2.0
     register_sandbox_accounts(sandbox_client)
     acme = seed_org(cast["admin"], "acme")
     globex = seed_org(cast["outsider"], "globex")

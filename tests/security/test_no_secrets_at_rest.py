@@ -8,12 +8,8 @@ from django.db import connection
 from shared.delivery.batch import message_deliver
 from shared.models import Booking, Message, Provider
 from shared.services.bookings import booking_sync
-from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
-from tests.security.conftest import (
-    DESTINATION,
-    point_providers_at,
-    register_sandbox_accounts,
-)
+from tests.factories import CANARY, VALID_EXTRA, assert_no_canary, point_providers_at
+from tests.security.conftest import DESTINATION, register_sandbox_accounts
 from workers.tasks import limiter, metrics
 
 pytestmark = pytest.mark.django_db

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import redis
-from django.conf import settings
 
-from shared.metrics import Metrics
-from shared.ratelimit import RateLimiter
+DB15 = "redis://127.0.0.1:6379/15"  # the metrics, rate-limit and broker-queue tests' own db
+
+
+@pytest.fixture
+def redis15():
+    """A client on Redis db 15; tests keep to keys under their own prefix there."""
+    client = redis.Redis.from_url(DB15)
+    yield client
+    client.close()
 
 
 @pytest.fixture
 def broker_queue():
     """The broker's default queue (tests use Redis db 15 as the broker), emptied around the test."""
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    client = redis.Redis.from_url(DB15)
     client.delete("corbi")
     yield client
     client.delete("corbi")
-
-
-@pytest.fixture
-def tools():
-    """(RateLimiter, Metrics) on the test Redis under a fresh key prefix, removed afterwards."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield RateLimiter(client, prefix=prefix + "rl:"), Metrics(client, prefix=prefix + "m:")
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)

@@ -6,28 +6,18 @@ import logging
 import uuid
 
 import pytest
-import redis
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.metrics import LATENCY, Metrics, RedisMetricsCollector, metrics_text
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
 
 @pytest.fixture
-def client():
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def metrics(client):
+def metrics(redis15):
     prefix = f"test:metrics:{uuid.uuid4().hex}:"
-    yield Metrics(client, prefix=prefix)
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
+    yield Metrics(redis15, prefix=prefix)
+    for key in redis15.scan_iter(match=prefix + "*"):
+        redis15.delete(key)
 
 
 @pytest.fixture
@@ -163,27 +153,27 @@ def test_heartbeat_makes_a_worker_seen(metrics):
     assert metrics.workers_seen_within(60) == ["celery@worker-1", "celery@worker-2"]
 
 
-def test_a_worker_silent_for_longer_is_not_seen(metrics, client):
+def test_a_worker_silent_for_longer_is_not_seen(metrics, redis15):
     metrics.worker_heartbeat("celery@fresh")
-    now_s, _ = client.time()
-    client.hset(metrics._prefix + "workers", "celery@stale", now_s - 120)
+    now_s, _ = redis15.time()
+    redis15.hset(metrics._prefix + "workers", "celery@stale", now_s - 120)
 
     assert metrics.workers_seen_within(60) == ["celery@fresh"]
     assert metrics.workers_seen_within(300) == ["celery@fresh", "celery@stale"]
 
 
-def test_a_heartbeat_forgets_workers_silent_for_a_day(metrics, client):
-    now_s, _ = client.time()
-    client.hset(metrics._prefix + "workers", "celery@gone", now_s - 2 * 86_400)
+def test_a_heartbeat_forgets_workers_silent_for_a_day(metrics, redis15):
+    now_s, _ = redis15.time()
+    redis15.hset(metrics._prefix + "workers", "celery@gone", now_s - 2 * 86_400)
 
     metrics.worker_heartbeat("celery@fresh")
 
     assert metrics.workers_seen_within(10 * 86_400) == ["celery@fresh"]
 
 
-def test_sends_finished_records_what_the_same_send_finished_calls_would(metrics, client):
+def test_sends_finished_records_what_the_same_send_finished_calls_would(metrics, redis15):
     one_by_one = metrics
-    together = Metrics(client, prefix=f"test:metrics:{uuid.uuid4().hex}:")
+    together = Metrics(redis15, prefix=f"test:metrics:{uuid.uuid4().hex}:")
     sends = [
         ("telegram", "sent", 0.03),
         ("telegram", "sent", 0.2),
@@ -201,8 +191,8 @@ def test_sends_finished_records_what_the_same_send_finished_calls_would(metrics,
 
         expected, got = one_by_one.snapshot(), together.snapshot()
     finally:
-        for key in client.scan_iter(match=together._prefix + "*"):
-            client.delete(key)
+        for key in redis15.scan_iter(match=together._prefix + "*"):
+            redis15.delete(key)
 
     def split(snapshot):
         latency = snapshot[LATENCY]
@@ -218,7 +208,7 @@ def test_sends_finished_records_what_the_same_send_finished_calls_would(metrics,
     assert sorted(expected_sums) == ["sendgrid|sum", "telegram|sum", "whatsapp|sum"]
 
 
-def test_sends_finished_with_nothing_writes_nothing(metrics, client):
+def test_sends_finished_with_nothing_writes_nothing(metrics, redis15):
     metrics.sends_finished([])
 
-    assert list(client.scan_iter(match=metrics._prefix + "*")) == []
+    assert list(redis15.scan_iter(match=metrics._prefix + "*")) == []

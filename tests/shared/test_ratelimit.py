@@ -8,31 +8,21 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from shared.ratelimit import Limit, RateLimiter
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
 
 @pytest.fixture
-def client():
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(client):
+def prefix(redis15):
     prefix = f"test:rl:{uuid.uuid4().hex}:"
     yield prefix
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
+    for key in redis15.scan_iter(match=prefix + "*"):
+        redis15.delete(key)
 
 
 @pytest.fixture
-def limiter(client, prefix):
-    return RateLimiter(client, prefix=prefix)
+def limiter(redis15, prefix):
+    return RateLimiter(redis15, prefix=prefix)
 
 
 def test_five_per_second_grants_one_and_defers_the_next_by_a_fifth_of_a_second(limiter):
@@ -100,12 +90,12 @@ def test_a_reserve_over_max_wait_books_nothing(limiter):
     assert limiter.reserve([limit]) == pytest.approx(2.0, abs=0.02)
 
 
-def test_no_rate_means_no_limit(limiter, client, prefix):
+def test_no_rate_means_no_limit(limiter, redis15, prefix):
     unlimited = [Limit("a", rate=None), Limit("b", rate=0), Limit("c", rate=-1)]
 
     assert [limiter.acquire(unlimited) for _ in range(5)] == [0.0] * 5
     assert [limiter.reserve(unlimited) for _ in range(5)] == [0.0] * 5
-    assert list(client.scan_iter(match=prefix + "*")) == []
+    assert list(redis15.scan_iter(match=prefix + "*")) == []
 
 
 def test_unlimited_entries_are_skipped_beside_real_ones(limiter):
@@ -115,12 +105,12 @@ def test_unlimited_entries_are_skipped_beside_real_ones(limiter):
     assert limiter.acquire(limits) == pytest.approx(0.25, abs=0.02)
 
 
-def test_idle_keys_expire_once_the_bucket_is_full_again(limiter, client, prefix):
+def test_idle_keys_expire_once_the_bucket_is_full_again(limiter, redis15, prefix):
     limit = Limit("google_calendar:user:9", rate=0.5)
     limiter.reserve([limit])
     limiter.reserve([limit])
 
-    ttl_ms = client.pttl(prefix + "google_calendar:user:9")
+    ttl_ms = redis15.pttl(prefix + "google_calendar:user:9")
     assert 3_900 <= ttl_ms <= 4_001
 
 
@@ -199,9 +189,9 @@ def test_a_pause_never_shortens_a_longer_wait(limiter):
     assert limiter.acquire([slow]) == pytest.approx(10.0, abs=0.05)
 
 
-def test_reserve_many_books_what_the_same_reserves_would_in_order(client, prefix):
-    one_by_one = RateLimiter(client, prefix=prefix + "single:")
-    together = RateLimiter(client, prefix=prefix + "many:")
+def test_reserve_many_books_what_the_same_reserves_would_in_order(redis15, prefix):
+    one_by_one = RateLimiter(redis15, prefix=prefix + "single:")
+    together = RateLimiter(redis15, prefix=prefix + "many:")
     org, chat_a, chat_b = Limit("org", rate=2.0), Limit("chat:a", rate=1.0), Limit("chat:b", 1.0)
     requests = [
         [org, chat_a],
@@ -222,12 +212,12 @@ def test_reserve_many_books_what_the_same_reserves_would_in_order(client, prefix
     assert together.reserve([org]) == pytest.approx(2.0, abs=0.02), "the slots stay booked"
 
 
-def test_reserve_many_with_no_active_limit_is_all_zero_and_writes_nothing(limiter, client, prefix):
+def test_reserve_many_with_no_active_limit_is_all_zero_and_writes_nothing(limiter, redis15, prefix):
     requests = [[Limit("a", rate=None)], [], [Limit("b", rate=0)]]
 
     assert limiter.reserve_many(requests) == [0.0, 0.0, 0.0]
     assert limiter.reserve_many([]) == []
-    assert list(client.scan_iter(match=prefix + "*")) == []
+    assert list(redis15.scan_iter(match=prefix + "*")) == []
 
 
 def test_reserve_many_books_nothing_past_max_wait(limiter):

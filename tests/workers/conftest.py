@@ -13,7 +13,7 @@ from django.db import connection
 from devtools import commands
 from devtools.procs import Proc, Procs, wait_for
 from shared.metrics import Metrics
-from tests.factories import CANARY, assert_no_canary
+from tests.factories import CANARY, assert_no_canary, point_providers_at
 
 __all__ = ["Stack", "wait_for"]  # wait_for: imported from here by the e2e tests
 
@@ -66,10 +66,7 @@ def broker():
 @pytest.fixture
 def stack(transactional_db, sandbox, sandbox_client, broker, settings, tmp_path):
     """Point this process and the workers at the sandbox; yields a Stack to start processes."""
-    settings.TWILIO_API_BASE = settings.SENDGRID_API_BASE = settings.TELEGRAM_API_BASE = sandbox.url
-    settings.GRAPH_API_BASE = sandbox.url + "/v23.0"
-    settings.GOOGLE_CALENDAR_API_BASE = sandbox.url + "/calendar/v3/"
-    settings.GOOGLE_TOKEN_URI = sandbox.url + "/token"
+    point_providers_at(settings, sandbox.url)
     db = connection.settings_dict
     env = commands.stack_env(
         fernet_key=",".join(django_settings.FERNET_KEYS),

@@ -8,9 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from api.parsers import MAX_JSON_DEPTH, MAX_JSON_VALUES
-from shared.models import Booking, Integration, Message, Provider
-from shared.services.integrations import integration_connect
-from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
+from shared.models import Booking, Integration, Message
+from tests.factories import CANARY, VALID_EXTRA, api_client, assert_no_canary, connect
 
 pytestmark = pytest.mark.django_db
 
@@ -36,25 +35,14 @@ JSON_ENDPOINTS = [
 @pytest.fixture
 def acme(cast):
     """The cast with every provider connected for acme."""
-    for provider in Provider.values:
-        integration_connect(
-            organization=cast["admin"].org,
-            provider=provider,
-            token=CANARY[provider],
-            extra=VALID_EXTRA[provider],
-        )
+    connect(cast["admin"])
     return cast
 
 
 @pytest.fixture
 def admin(acme):
     """acme's admin through a client that answers 500 instead of raising it."""
-    client = APIClient(raise_request_exception=False)
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {acme['admin'].token}",
-        HTTP_X_ORG_ID=str(acme["admin"].org.pk),
-    )
-    return client
+    return api_client(acme["admin"], raise_request_exception=False)
 
 
 def send(client, method, path, raw: str | bytes):

@@ -10,8 +10,7 @@ from rest_framework.test import APIClient
 
 from shared.models import Booking, Message
 from shared.services.bookings import booking_event_id
-from shared.services.integrations import integration_connect
-from tests.factories import CANARY, VALID_EXTRA
+from tests.factories import api_client, connect
 
 pytestmark = pytest.mark.django_db
 
@@ -21,17 +20,8 @@ TELEGRAM = {"provider": "telegram", "to": "4242", "body": "Your table is ready."
 @pytest.fixture
 def admin(cast):
     """acme's admin (telegram connected) through a client that answers 500 instead of raising."""
-    integration_connect(
-        organization=cast["admin"].org,
-        provider="telegram",
-        token=CANARY["telegram"],
-        extra=VALID_EXTRA["telegram"],
-    )
-    client = APIClient(raise_request_exception=False)
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {cast['admin'].token}", HTTP_X_ORG_ID=str(cast["admin"].org.pk)
-    )
-    return client
+    connect(cast["admin"], "telegram")
+    return api_client(cast["admin"], raise_request_exception=False)
 
 
 def error(response, status):

@@ -9,6 +9,7 @@ import pytest
 
 from shared.providers import OutboundMessage, ProviderError
 from shared.providers.telegram import TelegramBot
+from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, base_url, provoke
 
 TOKEN = "123456:CANARYtgTOKENzq7Xw9vL2mN4pR6sT8uYb3"
 SECRET = TOKEN.partition(":")[2]
@@ -54,56 +55,90 @@ def test_telegram_send_returns_chat_and_message_id(sandbox_url, sandbox_client, 
     assert sent["body"] == {"chat_id": CHAT, "text": "<b>hi</b>", "parse_mode": "HTML"}
 
 
-def test_telegram_wrong_token_is_credentials_rejected(sandbox_url, account):
-    err = send_error(adapter(sandbox_url, token="999:CANARYwrongTOKENzq7Xw9vL2mN4pR6s"))
-    assert err.kind == "credentials"
-    assert err.status == 401
+WRONG = "999:CANARYwrongTOKENzq7Xw9vL2mN4pR6s"
+
+# How the sandbox answers -> the ProviderError the adapter must raise.
+ERRORS = [
+    pytest.param(
+        Answer(token=WRONG),
+        Mapped("credentials", "401", status=401, says="Telegram rejected the bot token"),
+        id="unknown-token-401",
+    ),
+    pytest.param(
+        Answer(fault={"status": 404}),
+        Mapped("credentials", "404", status=404, says="did not recognise the bot token"),
+        id="http-404-unrecognised-token",
+    ),
+    pytest.param(
+        Answer(to="404"),
+        Mapped("permanent", "400", status=400, says="Telegram: chat not found"),
+        id="chat-not-found",
+    ),
+    pytest.param(
+        Answer(to="403"),
+        Mapped("permanent", "403", status=403, says="blocked"),
+        id="bot-blocked-by-user-403",
+    ),
+    pytest.param(
+        Answer(to="40301"),
+        Mapped("permanent", "403", status=403),
+        id="user-deactivated-403",
+    ),
+    pytest.param(
+        Answer(to="-403"),
+        Mapped("permanent", "403", status=403),
+        id="bot-kicked-from-group-403",
+    ),
+    pytest.param(
+        Answer(to="-400"),
+        Mapped("permanent", "400", status=400, says="use chat id -1000000000400"),
+        id="group-upgraded-names-the-new-chat-id",
+    ),
+    pytest.param(
+        Answer(second=True),
+        Mapped("rate_limited", "429", retry_after=(1, 2), status=429),
+        id="second-message-to-a-chat-within-a-second",
+    ),
+    pytest.param(
+        Answer(fault={"status": 429, "retry_after": 7}),
+        Mapped("rate_limited", "429", retry_after=7, status=429),
+        id="http-429-retry-after",
+    ),
+    pytest.param(
+        Answer(fault={"status": 500}),
+        Mapped("transient", "500", status=500),
+        id="http-500",
+    ),
+    pytest.param(
+        Answer(fault={"status": 502}),
+        Mapped("transient", "502", status=502),
+        id="http-502",
+    ),
+    pytest.param(
+        Answer(fault={"mode": "timeout"}),
+        Mapped("transient", says="Telegram did not answer within 0.5 s"),
+        id="timeout",
+    ),
+    pytest.param(
+        Answer(unreachable=True),
+        Mapped("transient", says="Telegram could not be reached (ConnectionError)"),
+        id="unreachable",
+    ),
+]
 
 
-def test_telegram_chat_not_found_is_permanent(sandbox_url, account):
-    err = send_error(adapter(sandbox_url), to="404")
-    assert err.kind == "permanent"
-    assert str(err) == "Telegram: chat not found"
-
-
-def test_telegram_blocked_bot_is_permanent(sandbox_url, account):
-    err = send_error(adapter(sandbox_url), to="403")
-    assert err.kind == "permanent"
-    assert err.status == 403
-    assert "blocked" in str(err)
-
-
-def test_telegram_second_message_to_a_chat_within_a_second_is_throttled(sandbox_url, account):
-    provider = adapter(sandbox_url)
-    provider.send(OutboundMessage(to=CHAT, body="first"))
-    err = send_error(provider)
-    assert err.rate_limited
-    assert err.retry_after is not None and err.retry_after >= 1
-
-
-def test_telegram_429_waits_retry_after(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("telegram", mode="status", status=429, retry_after=7, count=1)
-    err = send_error(adapter(sandbox_url))
-    assert err.rate_limited
-    assert err.retry_after == 7
-
-
-def test_telegram_500_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("telegram", mode="status", status=500, count=1)
-    assert send_error(adapter(sandbox_url)).kind == "transient"
-
-
-def test_telegram_timeout_is_transient(sandbox_url, sandbox_client, account):
-    sandbox_client.fault("telegram", mode="timeout", count=1)
-    err = send_error(adapter(sandbox_url, timeout=0.5))
-    assert err.kind == "transient"
-    assert str(err) == "Telegram did not answer within 0.5 s"
-
-
-def test_telegram_unreachable_api_is_transient():
-    err = send_error(adapter(closed_port_url(), timeout=2))
-    assert err.kind == "transient"
-    assert str(err) == "Telegram could not be reached (ConnectionError)"
+@pytest.mark.parametrize(("answer", "mapped"), ERRORS)
+def test_telegram_maps_each_provider_answer_to_one_error(
+    sandbox_url, sandbox_client, assert_secret_free, answer, mapped
+):
+    token = answer.token or TOKEN
+    provider = adapter(base_url(sandbox_url, answer), token=token, timeout=answer.timeout)
+    message = OutboundMessage(to=answer.to or CHAT, body="hello")
+    account = {"token": TOKEN, "bot_username": "corbi_test_bot"}
+    err = provoke(
+        sandbox_client, "telegram", answer, account, provider, lambda: provider.send(message)
+    )
+    assert_mapped(err, mapped, assert_secret_free, [token])
 
 
 def test_telegram_token_never_reaches_an_error(
@@ -128,19 +163,6 @@ def test_telegram_token_never_reaches_an_error(
     # urllib3 logs request lines with the URL path: scrubbing those is the logging filter's job.
     ours = [r for r in caplog.records if not r.name.startswith("urllib3")]
     assert not [r for r in ours if SECRET[:8] in r.getMessage()]
-
-
-def test_telegram_upgraded_group_names_the_new_chat_id(sandbox_url, account):
-    err = send_error(adapter(sandbox_url), to="-400")
-    assert err.kind == "permanent"
-    assert "-1000000000400" in str(err)
-
-
-@pytest.mark.parametrize("chat", ["40301", "-403"])
-def test_telegram_deactivated_user_or_kicked_bot_is_permanent(sandbox_url, account, chat):
-    err = send_error(adapter(sandbox_url), to=chat)
-    assert err.kind == "permanent"
-    assert err.status == 403
 
 
 def test_telegram_send_to_a_channel_username(sandbox_url, account):

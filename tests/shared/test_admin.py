@@ -150,3 +150,32 @@ def test_a_token_the_provider_format_refuses_is_a_form_error_and_changes_nothing
     row = Integration.objects.get(pk=rejected.pk)
     assert decrypt_token(row.token_encrypted) == CANARY["telegram"]
     assert connected_events(org) == []
+
+
+def test_admin_change_form_replaces_the_token_but_never_shows_it(cast, client_for, admin_client):
+    client_for(cast["admin"]).post(
+        "/api/integrations/telegram/connect/",
+        {"token": CANARY["telegram"], "extra": {}},
+        format="json",
+    )
+    row = Integration.objects.get()
+    page = admin_client.get(f"/admin/shared/integration/{row.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "new_token" in html
+    assert_no_canary(html)
+    assert row.token_encrypted not in html
+
+    response = admin_client.post(
+        f"/admin/shared/integration/{row.pk}/change/",
+        {
+            "organization": row.organization_id,
+            "provider": "telegram",
+            "extra": "{}",
+            "is_active": "on",
+            "new_token": "555666777:replacedTokenAbcdefghijklmnopqrstuvw",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row.refresh_from_db()
+    assert decrypt_token(row.token_encrypted) == "555666777:replacedTokenAbcdefghijklmnopqrstuvw"

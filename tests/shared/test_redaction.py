@@ -1,4 +1,4 @@
-"""One tenant's token never censors another tenant's log or audit lines; real tokens stay hidden."""
+"""shared.redaction: known shapes, remembered and encoded values, and one tenant never censoring another."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from urllib.parse import quote
 
 import pytest
 
-from bench.security import count_encoded_leaks
+from bench.security import count_encoded_leaks, count_leaks
 from corbi.audit import AuditFormatter
 from corbi.logging import RedactingFilter, RedactingFormatter, install_record_factory
 from shared.crypto import decrypt_token
 from shared.models import Integration
-from shared.redaction import REDACTED, forget_secrets, redact, remember_secret
+from shared.redaction import REDACTED, forget_secrets, redact, remember_secret, scrub_values
 from shared.services.audit import audit_event_record
 from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
 
@@ -145,3 +145,69 @@ def test_a_value_that_is_not_secret_shaped_is_not_remembered(token):
     remember_secret(token)
     line = f"2026-11-29T07:15:23 corbi.audit TokenDecryptionError message.failed {token}"
     assert redact(line) == line
+
+
+# '+', '/', '=' and '~' make the percent-encoded and URL-safe base64 forms differ from the token.
+ENCODED_TOKEN = "cnry+Wa/Qx=7Zp9Kd3Lm5~Vb2Hj8Ws4Ny6Rf1"
+SID = VALID_EXTRA["whatsapp"]["account_sid"]
+
+
+def leaks(text: str) -> int:
+    tokens = {"whatsapp": ENCODED_TOKEN}
+    return count_leaks(text, tokens) + count_encoded_leaks(text, tokens)
+
+
+@pytest.mark.parametrize("offset", ["", "a", "ab", "abc"])
+def test_base64_of_a_remembered_secret_is_redacted_at_every_alignment(offset):
+    secret = "cnryB64x7Zp9Kd3Lm5Vb2Hj8Ws4Ny6Rf1Qq"
+    remember_secret(secret)
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        echoed = encode(f"{offset}{secret}:tail".encode()).decode()
+        out = redact(f"header was {echoed} end")
+        assert REDACTED in out
+        assert count_encoded_leaks(out, {"s": secret}) == 0, out
+
+
+def test_scrub_values_replaces_percent_encoded_and_base64_forms():
+    basic = base64.b64encode(f"{SID}:{ENCODED_TOKEN}".encode()).decode()
+    for echo in (quote(ENCODED_TOKEN, safe=""), basic, quote(basic, safe=""), f"x{ENCODED_TOKEN}y"):
+        assert leaks(echo) > 0, echo  # the detector sees each form
+        assert leaks(scrub_values(f"echo {echo} end", [ENCODED_TOKEN], "<x>")) == 0, echo
+    text = f"a {quote(ENCODED_TOKEN, safe='')} b {base64.b64encode(('u:' + ENCODED_TOKEN).encode()).decode()} c"
+    out = scrub_values(text, [ENCODED_TOKEN], "<x>")
+    assert out.startswith("a <x> b ") and leaks(out) == 0
+
+
+SHAPES = [
+    "GET http://127.0.0.1:9/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1/getMe",
+    "key=SG.abcdefghijklmnop.qrstuvwxyzABCDEFGHIJ",
+    "token ya29.a0AfH6SMBx-very-long-google-token",
+    "refresh 1//0gAbCdEfGhIjKlMnOpQrStUv",
+    "Authorization: Bearer some.opaque-token_value",
+    "{'Authorization': 'Basic QUMxMjM0NTY6c2VjcmV0'}",
+    "https://graph.test/v23.0/me?access_token=EAAbcdefghijklmnopqrstu&fields=id",
+]
+
+
+@pytest.mark.parametrize("line", SHAPES)
+def test_known_token_shapes_are_redacted(line):
+    out = redact(line)
+    assert REDACTED in out
+    for secret in (
+        "AAHdqTcv",
+        "abcdefghijklmnop",
+        "a0AfH6SM",
+        "0gAbCdEf",
+        "opaque-token",
+        "QUMxMjM0",
+        "EAAbcdef",
+    ):
+        assert secret not in out
+
+
+def test_remembered_values_are_redacted_even_without_a_known_shape():
+    remember_secret("plain-twilio-auth-token-value-0042")
+    assert (
+        redact("failed with plain-twilio-auth-token-value-0042 inside")
+        == f"failed with {REDACTED} inside"
+    )

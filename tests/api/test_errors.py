@@ -15,9 +15,8 @@ import api.views
 from api.errors import envelope, json_bad_request, json_forbidden, json_server_error
 from api.exceptions import ErrorCode
 from shared import errors as service_errors
-from shared.services.integrations import integration_connect
 from shared.services.test_slots import ConnectionTestBusy
-from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
+from tests.factories import api_client, assert_no_canary, connect
 
 pytestmark = pytest.mark.django_db
 
@@ -30,24 +29,13 @@ ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
 @pytest.fixture
 def acme(cast):
     """The cast with Telegram connected for acme."""
-    integration_connect(
-        organization=cast["admin"].org,
-        provider="telegram",
-        token=CANARY["telegram"],
-        extra=VALID_EXTRA["telegram"],
-    )
+    connect(cast["admin"], "telegram")
     return cast
 
 
-def api_client(member=None, org_id=None, auth=None, **kwargs) -> APIClient:
+def answering(member=None, org_id=None, auth=None, **kwargs) -> APIClient:
     """A client that answers 500 instead of raising; credentials as given."""
-    made = APIClient(raise_request_exception=False, **kwargs)
-    headers = {}
-    if member is not None:
-        headers["HTTP_AUTHORIZATION"] = auth or f"Token {member.token}"
-        headers["HTTP_X_ORG_ID"] = str(org_id if org_id is not None else member.org.pk)
-    made.credentials(**headers)
-    return made
+    return api_client(member, org_id, auth, raise_request_exception=False, **kwargs)
 
 
 def post_json(api: APIClient, path: str, raw: str, **extra):
@@ -82,7 +70,7 @@ def session_without_csrf(member) -> APIClient:
 
 
 def admin(cast) -> APIClient:
-    return api_client(cast["admin"])
+    return answering(cast["admin"])
 
 
 # case id: (code, status, request(cast) -> response, optional setup(monkeypatch, settings)).
@@ -123,7 +111,7 @@ CASES = {
     "org_header_invalid": (
         "org_header_invalid",
         400,
-        lambda c: api_client(c["admin"], org_id="acme").get("/api/integrations/"),
+        lambda c: answering(c["admin"], org_id="acme").get("/api/integrations/"),
     ),
     "bad_request:host": (
         "bad_request",
@@ -133,24 +121,24 @@ CASES = {
     "not_authenticated": (
         "not_authenticated",
         401,
-        lambda c: api_client().get("/api/integrations/"),
+        lambda c: answering().get("/api/integrations/"),
     ),
     "auth_scheme_unsupported": (
         "auth_scheme_unsupported",
         401,
-        lambda c: api_client(c["admin"], auth=f"Bearer {c['admin'].token}").get(
+        lambda c: answering(c["admin"], auth=f"Bearer {c['admin'].token}").get(
             "/api/integrations/"
         ),
     ),
     "authentication_failed": (
         "authentication_failed",
         401,
-        lambda c: api_client(c["admin"], auth="Token not-a-key").get("/api/integrations/"),
+        lambda c: answering(c["admin"], auth="Token not-a-key").get("/api/integrations/"),
     ),
     "admin_required": (
         "admin_required",
         403,
-        lambda c: api_client(c["member"]).delete("/api/integrations/telegram/"),
+        lambda c: answering(c["member"]).delete("/api/integrations/telegram/"),
     ),
     "permission_denied:csrf": (
         "permission_denied",
@@ -168,7 +156,7 @@ CASES = {
     "org_not_found": (
         "org_not_found",
         404,
-        lambda c: api_client(c["outsider"], org_id=c["admin"].org.pk).get("/api/integrations/"),
+        lambda c: answering(c["outsider"], org_id=c["admin"].org.pk).get("/api/integrations/"),
     ),
     "endpoint_not_found": (
         "endpoint_not_found",

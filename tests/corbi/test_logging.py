@@ -1,4 +1,4 @@
-"""Secrets never reach a log line: known shapes, remembered values, tracebacks, every handler."""
+"""Log handlers never print a secret: tracebacks, records of any logger, every handler at debug."""
 
 from __future__ import annotations
 
@@ -11,42 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from corbi.logging import RedactingFilter, RedactingFormatter, install_record_factory
-from shared.redaction import REDACTED, redact, remember_secret
 from tests.factories import CANARY, VALID_EXTRA, assert_no_canary
-
-SHAPES = [
-    "GET http://127.0.0.1:9/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1/getMe",
-    "key=SG.abcdefghijklmnop.qrstuvwxyzABCDEFGHIJ",
-    "token ya29.a0AfH6SMBx-very-long-google-token",
-    "refresh 1//0gAbCdEfGhIjKlMnOpQrStUv",
-    "Authorization: Bearer some.opaque-token_value",
-    "{'Authorization': 'Basic QUMxMjM0NTY6c2VjcmV0'}",
-    "https://graph.test/v23.0/me?access_token=EAAbcdefghijklmnopqrstu&fields=id",
-]
-
-
-@pytest.mark.parametrize("line", SHAPES)
-def test_known_token_shapes_are_redacted(line):
-    out = redact(line)
-    assert REDACTED in out
-    for secret in (
-        "AAHdqTcv",
-        "abcdefghijklmnop",
-        "a0AfH6SM",
-        "0gAbCdEf",
-        "opaque-token",
-        "QUMxMjM0",
-        "EAAbcdef",
-    ):
-        assert secret not in out
-
-
-def test_remembered_values_are_redacted_even_without_a_known_shape():
-    remember_secret("plain-twilio-auth-token-value-0042")
-    assert (
-        redact("failed with plain-twilio-auth-token-value-0042 inside")
-        == f"failed with {REDACTED} inside"
-    )
 
 
 def test_tracebacks_are_redacted_after_formatting():
