@@ -29,7 +29,7 @@ from shared.services.integrations import (
     integration_get,
     integration_test,
 )
-from shared.services.test_slots import ConnectionTestBusy
+from shared.services.connection_slots import ConnectionTestBusy
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",

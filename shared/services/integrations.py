@@ -23,7 +23,7 @@ from shared.providers.registry import SPECS
 from shared.services.audit import audit_event_record
 from shared.services.keys import integration_token
 from shared.services.providers import integration_adapter
-from shared.services.test_slots import TEST_SLOTS
+from shared.services.connection_slots import TEST_SLOTS
 from shared.validation import validate_extra, validate_token
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import api.views
 from api.errors import envelope, json_bad_request, json_forbidden, json_server_error
 from api.exceptions import ErrorCode
 from shared import errors as service_errors
-from shared.services.test_slots import ConnectionTestBusy
+from shared.services.connection_slots import ConnectionTestBusy
 from tests.factories import api_client, assert_no_canary, connect
 
 pytestmark = pytest.mark.django_db
