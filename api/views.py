@@ -23,13 +23,13 @@ from api.serializers import (
     IntegrationSerializer,
 )
 from shared.models import AuditEvent, Integration, Provider
+from shared.services.connection_slots import ConnectionTestBusy
 from shared.services.integrations import (
     integration_connect,
     integration_disconnect,
     integration_get,
     integration_test,
 )
-from shared.services.connection_slots import ConnectionTestBusy
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",

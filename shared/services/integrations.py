@@ -21,9 +21,9 @@ from shared.models import Integration, Organization
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.providers.registry import SPECS
 from shared.services.audit import audit_event_record
+from shared.services.connection_slots import TEST_SLOTS
 from shared.services.keys import integration_token
 from shared.services.providers import integration_adapter
-from shared.services.connection_slots import TEST_SLOTS
 from shared.validation import validate_extra, validate_token
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from django.db import connection
 
 from devtools import commands
 from devtools.procs import Procs, free_port, wait_for
-from shared.services.integrations import integration_connect
 from shared.services.connection_slots import LEASE_PREFIX
+from shared.services.integrations import integration_connect
 from tests.factories import CANARY, SANDBOX_ACCOUNTS, assert_no_canary, make_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
