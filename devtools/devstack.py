@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from devtools import commands
-from devtools.demo import DEMO_ACCOUNTS, print_banner, run_demo
+from devtools.demo import DEMO_ACCOUNTS, print_banner, run_demo, wire_receipts
 from devtools.procs import (
     Proc,
     Procs,
@@ -280,11 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_env_file()
     env = stack_env()
     env.setdefault("PROVIDER_SANDBOX_URL", f"http://127.0.0.1:{ports['SANDBOX_PORT']}")
+    # Receipts: providers (here the sandbox) call back on this base URL; development-only Meta
+    # app values the sandbox is told about in wire_receipts.
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{ports['PORT']}")
+    env.setdefault("META_APP_SECRET", "dev-only-meta-app-secret-0000000001")
+    env.setdefault("META_WEBHOOK_VERIFY_TOKEN", "dev-only-meta-verify-token")
     stack = Stack(env)
     try:
         admin, member = prepare_demo_org(stack)
         start_services(stack, ports)
         base = f"http://127.0.0.1:{ports['PORT']}"
+        wire_receipts(base, admin, env["PROVIDER_SANDBOX_URL"], env)
         print_banner(
             base,
             admin,
