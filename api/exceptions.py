@@ -32,6 +32,9 @@ class ErrorCode(models.TextChoices):
     SERVER_ERROR = "server_error"
     UNAVAILABLE = "unavailable"
     TOKEN_UNDECRYPTABLE = "token_undecryptable"
+    URL_NOT_ALLOWED = "url_not_allowed"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
+    WEBHOOK_ENDPOINT_LIMIT = "webhook_endpoint_limit"
 
 
 class MissingOrgHeader(exceptions.APIException):
