@@ -189,7 +189,7 @@ def test_only_the_first_4_kb_of_an_answer_are_kept(queued, receiver):
 
 
 def test_an_unreachable_endpoint_is_a_retry_without_details(cast, settings):
-    endpoint, _ = make_endpoint(cast["admin"].org, "http://127.0.0.1:1/hook")
+    make_endpoint(cast["admin"].org, "http://127.0.0.1:1/hook")
     emit(cast["admin"].org.pk, "message.sent", DATA)
     delivery = EventDelivery.objects.get()
     assert event_deliver(delivery_pk=delivery.pk) == "retry"

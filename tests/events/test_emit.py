@@ -91,7 +91,7 @@ def test_emit_writes_one_delivery_per_subscribed_endpoint_and_publishes_on_commi
 
 
 def test_unknown_event_type_is_a_programming_error(cast):
-    with pytest.raises(ValueError, match="message.lost"):
+    with pytest.raises(ValueError, match=r"message\.lost"):
         emit(cast["admin"].org.pk, "message.lost", {})
 
 
@@ -130,7 +130,9 @@ def test_the_sweep_takes_expired_leases_and_long_overdue_rows(cast, event_queue)
     org = cast["admin"].org
     endpoint, _ = make_endpoint(org, "http://127.0.0.1:9/hook")
     long_ago = timezone.now() - timedelta(hours=1)
-    event = Event.objects.create(organization=org, type="message.sent", data={}, created_at=long_ago)
+    event = Event.objects.create(
+        organization=org, type="message.sent", data={}, created_at=long_ago
+    )
     killed = EventDelivery.objects.create(
         event=event, endpoint=endpoint, status="sending", lease_expires_at=long_ago, attempts=1
     )

@@ -79,18 +79,30 @@ def test_a_public_https_address_is_allowed(strict):
     assert (target.address, target.port, target.path) == ("93.184.215.14", 443, "/hooks?x=1")
 
 
-@pytest.mark.parametrize(
-    "address", ["8.8.8.8", "2606:4700:4700::1111", "93.184.215.14", "1.1.1.1"]
-)
+@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700:4700::1111", "93.184.215.14", "1.1.1.1"])
 def test_public_addresses_pass(address):
     assert blocked_reason(ipaddress.ip_address(address)) == ""
 
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.2", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.127.255.254",
-     "::", "fe80::1", "fc00::1", "ff02::1", "240.0.0.1", "255.255.255.255", "::ffff:10.0.0.1",
-     "192.0.0.1", "198.18.0.1"],
+    [
+        "127.0.0.2",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.1.1",
+        "100.127.255.254",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::ffff:10.0.0.1",
+        "192.0.0.1",
+        "198.18.0.1",
+    ],
 )
 def test_internal_addresses_are_blocked(address):
     assert blocked_reason(ipaddress.ip_address(address))
@@ -106,9 +118,7 @@ def test_the_allowlist_lets_one_receiver_through_and_nothing_else(strict, receiv
         check_url(f"http://10.0.0.1:{receiver.port}/")
 
 
-def test_a_redirect_to_an_internal_address_is_not_followed(
-    strict, cast, client_for, make_receiver
-):
+def test_a_redirect_to_an_internal_address_is_not_followed(strict, cast, client_for, make_receiver):
     """The allowed receiver answers 302 to an internal service (private, not allow-listed):
     the internal service must see nothing and the attempt is a failure."""
     outside, internal = make_receiver(), make_receiver()
@@ -146,9 +156,7 @@ def test_send_time_check_refuses_an_address_that_became_internal(strict, cast, r
     assert delivery.last_status_code is None
 
 
-def test_send_time_connects_to_the_checked_address_with_the_original_host(
-    settings, cast, receiver
-):
+def test_send_time_connects_to_the_checked_address_with_the_original_host(settings, cast, receiver):
     make_endpoint(cast["admin"].org, f"http://localhost:{receiver.port}/hook?a=1")
     emit(cast["admin"].org.pk, "message.sent", {"message_id": 1})
     assert event_deliver(delivery_pk=EventDelivery.objects.get().pk) == "delivered"

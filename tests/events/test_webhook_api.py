@@ -60,7 +60,9 @@ def test_create_shows_the_secret_once_and_never_again(admin, receiver, caplog, c
         assert fragment not in answer.content.decode()
     assert fragment not in caplog.text
     stored = WebhookEndpoint.objects.get()
-    assert fragment not in stored.secret_encrypted and decrypt_token(stored.secret_encrypted) == secret
+    assert (
+        fragment not in stored.secret_encrypted and decrypt_token(stored.secret_encrypted) == secret
+    )
     with connection.cursor() as cursor:  # nothing in the database holds it in clear
         for table in ("shared_webhookendpoint", "shared_auditevent", "shared_eventdelivery"):
             cursor.execute(f"SELECT string_agg(row_to_json(t)::text, '') FROM {table} t")
@@ -179,9 +181,7 @@ def test_redeliver_to_a_disabled_endpoint_is_409_and_unknown_ids_404(admin, rece
     assert huge.status_code == 404
 
 
-def test_members_cannot_read_or_write_and_other_orgs_see_404(
-    admin, receiver, cast, client_for
-):
+def test_members_cannot_read_or_write_and_other_orgs_see_404(admin, receiver, cast, client_for):
     endpoint = create(admin, receiver).json()["endpoint"]
     member = client_for(cast["member"])
     for response in (
