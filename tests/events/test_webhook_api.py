@@ -202,3 +202,20 @@ def test_members_cannot_read_or_write_and_other_orgs_see_404(admin, receiver, ca
     ):
         assert response.status_code == 404 and response.json()["code"] == "not_found"
     assert WebhookEndpoint.objects.filter(pk=endpoint["id"]).exists()
+
+
+def test_read_only_fields_posted_to_create_change_nothing(admin, receiver, cast):
+    forged = {
+        "url": receiver.url,
+        "secret": "whsec_" + "B" * 44,
+        "secret_encrypted": "gAAAAAforged",
+        "organization": cast["outsider"].org.pk,
+        "disabled_at": "2000-01-01T00:00:00Z",
+        "failing_since": "2000-01-01T00:00:00Z",
+        "id": 999,
+    }
+    body = admin.post(URL, forged, format="json").json()
+    endpoint = WebhookEndpoint.objects.get()
+    assert body["secret"] != forged["secret"] and endpoint.pk != 999
+    assert endpoint.organization_id == cast["admin"].org.pk
+    assert endpoint.disabled_at is None and endpoint.failing_since is None
