@@ -288,6 +288,8 @@ WEBHOOK_RETRY_SCHEDULE_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 WEBHOOK_PRIVATE_TARGET_ALLOWLIST = env_list("WEBHOOK_PRIVATE_TARGET_ALLOWLIST", [])
+# A CA bundle (PEM path) to verify https receivers with instead of the default one.
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
 # Shared rate limits (messages per second) per (organization, provider): each provider's spec in
 # shared/providers/ has a default; RATE_LIMIT_<SLUG> (e.g. RATE_LIMIT_WHATSAPP=40) overrides it,
 # and extra.rate_limit_per_second overrides both for one integration. Telegram also limits chats.

@@ -116,7 +116,13 @@ def attempt(delivery: EventDelivery, now: datetime) -> Answer:
         "user-agent": "Corbi-Webhooks/1",
     }
     try:
-        answer = post(target, body.encode(), headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        answer = post(
+            target,
+            body.encode(),
+            headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            verify=settings.WEBHOOK_CA_BUNDLE or True,
+        )
     except requests.RequestException as exc:
         return Answer(ok=False, error=f"Not delivered: {type(exc).__name__}.")
     return _judge(answer.status_code, answer.headers, answer.body)

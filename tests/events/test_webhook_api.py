@@ -219,3 +219,11 @@ def test_read_only_fields_posted_to_create_change_nothing(admin, receiver, cast)
     assert body["secret"] != forged["secret"] and endpoint.pk != 999
     assert endpoint.organization_id == cast["admin"].org.pk
     assert endpoint.disabled_at is None and endpoint.failing_since is None
+
+
+def test_a_signing_secret_is_redacted_from_any_log_line():
+    from shared.events.signing import new_secret
+    from shared.redaction import REDACTED, redact
+
+    secret = new_secret()
+    assert redact(f"oops {secret} here") == f"oops {REDACTED} here"
