@@ -141,15 +141,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float
 
 @pytest.fixture
 def dead_broker():
-    """The Celery app publishes to a port where nothing listens until the test ends."""
+    """The Celery app publishes to a port where nothing listens; call the yielded `revive()`
+    (or let the test end) to publish to the real broker again."""
     from corbi.celery import app
 
-    def reset(url: str) -> None:
+    def point_at(url: str) -> None:
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_url = url
 
     before = app.conf.broker_url
-    reset("redis://127.0.0.1:1/0")
-    yield
-    reset(before)
+    point_at("redis://127.0.0.1:1/0")
+    yield lambda: point_at(before)
+    point_at(before)

@@ -96,7 +96,7 @@ def test_unknown_event_type_is_a_programming_error(cast):
 
 
 def test_a_failed_publish_is_recovered_by_the_sweep(
-    cast, event_queue, dead_broker, request, django_capture_on_commit_callbacks
+    cast, event_queue, dead_broker, django_capture_on_commit_callbacks
 ):
     org = cast["admin"].org
     make_endpoint(org, "http://127.0.0.1:9/hook")
@@ -104,10 +104,15 @@ def test_a_failed_publish_is_recovered_by_the_sweep(
         emit(org.pk, "message.failed", {**DATA, "status": "failed", "reason": "bounced"})
     delivery = EventDelivery.objects.get()
     assert delivery.enqueued_at is None  # marked unpublished for the sweeper
-    request.getfixturevalue("dead_broker")  # still down: the sweep cannot publish either
-    assert event_sweep() == [delivery.pk]
+    assert event_sweep() == [delivery.pk]  # the broker is still down: unpublished again
     delivery.refresh_from_db()
-    assert delivery.enqueued_at is None
+    assert delivery.enqueued_at is None and event_queue.tasks() == []
+
+    dead_broker()  # the broker is back
+    assert event_sweep() == [delivery.pk]
+    assert event_queue.tasks() == [(DELIVER_EVENT, [delivery.pk])]
+    delivery.refresh_from_db()
+    assert delivery.enqueued_at is not None
 
 
 def test_a_delivery_the_broker_lost_is_republished_by_the_sweep(
