@@ -35,6 +35,10 @@ class ErrorCode(models.TextChoices):
     # Provider receipt receivers under /webhooks/ (not /api/; same envelope).
     WEBHOOK_SIGNATURE_INVALID = "webhook_signature_invalid"
     WEBHOOK_MALFORMED = "webhook_malformed"
+    # Webhook endpoints (events out, docs/events.md).
+    URL_NOT_ALLOWED = "url_not_allowed"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
+    WEBHOOK_ENDPOINT_LIMIT = "webhook_endpoint_limit"
 
 
 class MissingOrgHeader(exceptions.APIException):

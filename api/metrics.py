@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from shared.delivery.stats import outbox_stats
+from shared.events.stats import event_gauges
 from shared.metrics import GuardedCollector, Metrics, RedisMetricsCollector, metrics_text
 
 
@@ -46,6 +47,7 @@ def _outbox_gauges() -> Iterator[Metric]:
         "Age of the oldest message still queued or sending.",
         value=stats["oldest_age"],
     )
+    yield from event_gauges()
 
 
 @require_GET

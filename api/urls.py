@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import messages, views
+from api import messages, views, webhook_endpoints
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -37,5 +37,30 @@ urlpatterns = [
         "calendar/bookings/<str:booking_id>/",
         messages.BookingView.as_view(),
         name="booking-detail",
+    ),
+    path(
+        "webhook-endpoints/",
+        webhook_endpoints.WebhookEndpointListView.as_view(),
+        name="webhook-endpoint-list",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/",
+        webhook_endpoints.WebhookEndpointDetailView.as_view(),
+        name="webhook-endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/rotate-secret/",
+        webhook_endpoints.WebhookEndpointRotateView.as_view(),
+        name="webhook-endpoint-rotate-secret",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries/",
+        webhook_endpoints.EventDeliveryListView.as_view(),
+        name="webhook-delivery-list",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries/<int:delivery_id>/redeliver/",
+        webhook_endpoints.EventRedeliverView.as_view(),
+        name="webhook-delivery-redeliver",
     ),
 ]

@@ -271,6 +271,25 @@ DELIVERY_MAX_INTERRUPTIONS = env_int("DELIVERY_MAX_INTERRUPTIONS", 3)
 SWEEPER_INTERVAL_SECONDS = env_float("SWEEPER_INTERVAL_SECONDS", 15.0)
 SWEEPER_GRACE_SECONDS = env_int("SWEEPER_GRACE_SECONDS", 60)
 BULK_MAX_MESSAGES = 1000
+# Events out (docs/events.md): signed webhook deliveries to the organization's endpoints.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60)
+if WEBHOOK_LEASE_SECONDS <= 3 * WEBHOOK_TIMEOUT_SECONDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("WEBHOOK_LEASE_SECONDS must exceed 3 x WEBHOOK_TIMEOUT_SECONDS.")
+WEBHOOK_SECRET_GRACE_SECONDS = env_int("WEBHOOK_SECRET_GRACE_SECONDS", 86_400)
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 86_400)
+WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 20)
+# Delays after each failed attempt (about three days in all), each with +/-10 % jitter.
+WEBHOOK_RETRY_SCHEDULE_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# http:// endpoint URLs (https only otherwise); and endpoints on private, loopback or
+# link-local addresses: all of them, or only the listed `ip` / `ip:port` ones.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOK_PRIVATE_TARGET_ALLOWLIST = env_list("WEBHOOK_PRIVATE_TARGET_ALLOWLIST", [])
+# A CA bundle (PEM path) to verify https receivers with instead of the default one.
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
 # Shared rate limits (messages per second) per (organization, provider): each provider's spec in
 # shared/providers/ has a default; RATE_LIMIT_<SLUG> (e.g. RATE_LIMIT_WHATSAPP=40) overrides it,
 # and extra.rate_limit_per_second overrides both for one integration. Telegram also limits chats.

@@ -5,7 +5,7 @@ from django.urls import include, path
 
 from api.health import health
 from api.metrics import metrics_view
-from api.webhooks import instagram, sendgrid_events, twilio_status
+from api.receipts import instagram, sendgrid_events, twilio_status
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -205,6 +205,9 @@ def stack_env() -> dict[str, str]:
     }
     env.setdefault("DJANGO_SETTINGS_MODULE", "corbi.settings")
     env["CORBI_DOTENV"] = "0"
+    # Development only: webhook endpoints may be http:// receivers on this machine.
+    env.setdefault("WEBHOOK_ALLOW_HTTP", "1")
+    env.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")
     return env
 
 

@@ -83,3 +83,22 @@ def first_error(errors: dict[str, list[str]]) -> str:
     if field == "non_field_errors":
         return messages[0]
     return f"{field}: {messages[0]}"
+
+
+class UrlNotAllowed(ValidationFailed):
+    """A webhook URL that may not be called: not https, or its host resolves to a loopback,
+    private, link-local or other non-public address (SSRF)."""
+
+    code = "url_not_allowed"
+
+
+class WebhookEndpointDisabled(Conflict):
+    """The webhook endpoint was disabled (410 Gone, or failing too long)."""
+
+    code = "webhook_endpoint_disabled"
+
+
+class WebhookEndpointLimit(Conflict):
+    """The organization already has WEBHOOK_MAX_ENDPOINTS webhook endpoints."""
+
+    code = "webhook_endpoint_limit"

@@ -55,6 +55,11 @@ COUNTERS = {
         "Sends deferred by our limiter (our_limit) or the provider's 429 (provider_429).",
         ("provider", "scope"),
     ),
+    "event_deliveries_total": (
+        "corbi_event_deliveries_total",
+        "Webhook delivery attempts finished, by outcome (delivered, retry, failed, disabled).",
+        ("outcome",),
+    ),
 }
 LATENCY = "latency_seconds"
 WORKERS = "workers"
@@ -146,6 +151,10 @@ class Metrics:
         """Count `count` deferrals (corbi_rate_limit_deferrals_total); scope is our_limit or
         provider_429."""
         self._count("rate_limit_deferrals_total", provider, scope, by=count)
+
+    def event_delivery_finished(self, outcome: str) -> None:
+        """Count one webhook delivery attempt (corbi_event_deliveries_total)."""
+        self._count("event_deliveries_total", outcome)
 
     def worker_heartbeat(self, hostname: str) -> None:
         """Mark `hostname` as alive now (Redis server time)."""

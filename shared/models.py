@@ -302,3 +302,12 @@ class Booking(models.Model):
 
     def __str__(self) -> str:
         return f"booking {self.booking_id} ({self.status})"
+
+
+# The events-out models live in their own module; imported here so the `shared` app has them.
+from shared.events.models import (  # noqa: E402, F401
+    DeliveryStatus,
+    Event,
+    EventDelivery,
+    WebhookEndpoint,
+)

@@ -23,6 +23,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bya29\.[A-Za-z0-9_.-]+"), REDACTED),  # Google access token
     (re.compile(r"\b1//[A-Za-z0-9_-]{16,}"), REDACTED),  # Google refresh token
     (re.compile(r"\b(?:IGAA|EAA)[A-Za-z0-9]{16,}"), REDACTED),  # Meta access tokens
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{16,}"), REDACTED),  # webhook signing secret
     (re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9_.~+/=:-]{8,}"), r"\1 " + REDACTED),
     (re.compile(r"\b(Token)\s+[0-9a-f]{40}\b"), r"\1 " + REDACTED),  # DRF API token header

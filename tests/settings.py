@@ -11,3 +11,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 from corbi.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Webhook receivers in tests are local http.server instances on 127.0.0.1; the SSRF tests
+# switch these off (or allow-list one receiver) to see the refusals.
+WEBHOOK_ALLOW_HTTP = True
+WEBHOOK_ALLOW_PRIVATE_TARGETS = True

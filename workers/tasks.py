@@ -20,6 +20,8 @@ from redis.retry import Retry
 from shared.delivery.batch import message_deliver_batch
 from shared.delivery.sweeper import outbox_sweep
 from shared.delivery.types import OutcomeStatus
+from shared.events.delivery import event_deliver
+from shared.events.sweeper import event_sweep
 from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
 from shared.services.bookings import booking_sync
@@ -101,6 +103,12 @@ def sync_booking(booking_pk: int) -> str:
     return booking_sync(booking_pk=booking_pk).status
 
 
+@shared_task(name="workers.tasks.deliver_event", ignore_result=True)
+def deliver_event(delivery_id: int) -> str:
+    """POST one signed event to its endpoint by delivery id (delivery re-publishes retries)."""
+    return event_deliver(delivery_pk=delivery_id, metrics=metrics())
+
+
 @shared_task(name="workers.tasks.fan_out", ignore_result=True)
 def fan_out(task_name: str, ids: list[int]) -> int:
     """Publish `ids` to `task_name` in its own task sizes (the API hands many over at once)."""
@@ -114,11 +122,12 @@ def fan_out(task_name: str, ids: list[int]) -> int:
 @shared_task(name="workers.tasks.sweep_outbox", ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
     """Beat: re-enqueue outbox rows the broker lost, unpublished rows and expired leases."""
-    swept = outbox_sweep()
+    swept = {**outbox_sweep(), "events": len(event_sweep())}
     if any(swept.values()):
         logger.info(
-            "Sweeper re-enqueued %(messages)d message(s) and %(bookings)d booking(s); "
-            "applied %(receipts)d receipt(s) that came before their send was recorded.",
+            "Sweeper re-enqueued %(messages)d message(s), %(bookings)d booking(s) and "
+            "%(events)d event delivery(ies); applied %(receipts)d receipt(s) that came before "
+            "their send was recorded.",
             swept,
         )
     return swept

@@ -73,6 +73,35 @@ def admin(cast) -> APIClient:
     return answering(cast["admin"])
 
 
+def strict_webhook_targets(monkeypatch, settings) -> None:
+    """A setup step: production SSRF rules (no private webhook targets)."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+
+
+def one_webhook_endpoint(monkeypatch, settings) -> None:
+    settings.WEBHOOK_MAX_ENDPOINTS = 0
+
+
+def redeliver_to_disabled_endpoint(cast) -> object:
+    from django.utils import timezone
+
+    from shared.crypto import encrypt_token
+    from shared.events.models import Event, EventDelivery, WebhookEndpoint
+
+    org = cast["admin"].org
+    endpoint = WebhookEndpoint.objects.create(
+        organization=org,
+        url="http://127.0.0.1:9/hook",
+        secret_encrypted=encrypt_token("whsec_" + "A" * 44),
+        disabled_at=timezone.now(),
+        disabled_reason="The endpoint answered 410 Gone.",
+    )
+    event = Event.objects.create(organization=org, type="message.sent", created_at=timezone.now())
+    delivery = EventDelivery.objects.create(event=event, endpoint=endpoint, status="failed")
+    path = f"/api/webhook-endpoints/{endpoint.pk}/deliveries/{delivery.pk}/redeliver/"
+    return admin(cast).post(path)
+
+
 # case id: (code, status, request(cast) -> response, optional setup(monkeypatch, settings)).
 CASES = {
     "validation_failed:serializer": (
@@ -237,6 +266,23 @@ CASES = {
             {"hub.mode": "subscribe", "hub.verify_token": "vt-1", "hub.challenge": "<x>"},
         ),
         lambda monkeypatch, settings: setattr(settings, "META_WEBHOOK_VERIFY_TOKEN", "vt-1"),
+    ),
+    "url_not_allowed": (
+        "url_not_allowed",
+        400,
+        lambda c: admin(c).post(
+            "/api/webhook-endpoints/", {"url": "http://169.254.169.254/"}, format="json"
+        ),
+        strict_webhook_targets,
+    ),
+    "webhook_endpoint_disabled": ("webhook_endpoint_disabled", 409, redeliver_to_disabled_endpoint),
+    "webhook_endpoint_limit": (
+        "webhook_endpoint_limit",
+        409,
+        lambda c: admin(c).post(
+            "/api/webhook-endpoints/", {"url": "http://127.0.0.1:9/hook"}, format="json"
+        ),
+        one_webhook_endpoint,
     ),
 }
 

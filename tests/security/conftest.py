@@ -7,6 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from shared.crypto import encrypt_token
+from shared.events.models import Event, EventDelivery, WebhookEndpoint
+from shared.events.signing import new_secret
 from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt
 from shared.services.bookings import booking_event_id
 from tests.factories import SANDBOX_ACCOUNTS, connect, point_providers_at
@@ -18,7 +21,18 @@ DESTINATION = {
     "instagram": "1234567890",
 }
 
-MODELS = (Integration, Message, MessageAttempt, Booking, AuditEvent)
+MODELS = (
+    Integration,
+    Message,
+    MessageAttempt,
+    Booking,
+    AuditEvent,
+    WebhookEndpoint,
+    Event,
+    EventDelivery,
+)
+# How each model reaches its organization, when not by `organization`.
+ORG_PATH = {MessageAttempt: "message__organization", EventDelivery: "endpoint__organization"}
 
 
 def register_sandbox_accounts(sandbox_client) -> None:
@@ -31,7 +45,7 @@ def snapshot(organization=None) -> dict[str, list[dict]]:
     for model in MODELS:
         queryset = model.objects.all()
         if organization is not None:
-            field = "message__organization" if model is MessageAttempt else "organization"
+            field = ORG_PATH.get(model, "organization")
             queryset = queryset.filter(**{field: organization})
         out[model.__name__] = list(queryset.order_by("pk").values())
     return out
@@ -74,7 +88,25 @@ def seed_org(member, tag: str) -> dict:
         end=now + timedelta(days=3, hours=2),
         next_attempt_at=now + timedelta(days=1),
     )
-    return {"org": org, "queued": queued, "failed": failed, "booking": booking}
+    endpoint = WebhookEndpoint.objects.create(
+        organization=org,
+        url=f"http://127.0.0.1:9/{tag}",
+        secret_encrypted=encrypt_token(new_secret()),
+    )
+    event = Event.objects.create(
+        organization=org, type="message.failed", data={"message_id": failed.pk}, created_at=now
+    )
+    delivery = EventDelivery.objects.create(
+        event=event, endpoint=endpoint, status="failed", attempts=10, last_status_code=500
+    )
+    return {
+        "org": org,
+        "queued": queued,
+        "failed": failed,
+        "booking": booking,
+        "endpoint": endpoint,
+        "delivery": delivery,
+    }
 
 
 @pytest.fixture

@@ -90,6 +90,48 @@ MATRIX = [
         admin=202,
         member=202,
     ),
+    # Webhook endpoints: admins only, reads included (they show where events go).
+    Row("api/webhook-endpoints/", "get", "/api/webhook-endpoints/", member=403, list_key=""),
+    Row(
+        "api/webhook-endpoints/",
+        "post",
+        "/api/webhook-endpoints/",
+        {"url": "http://127.0.0.1:9/new"},
+        admin=201,
+        member=403,
+    ),
+    Row(
+        "api/webhook-endpoints/<int:endpoint_id>/",
+        "get",
+        "/api/webhook-endpoints/{endpoint}/",
+        member=403,
+    ),
+    Row(
+        "api/webhook-endpoints/<int:endpoint_id>/",
+        "delete",
+        "/api/webhook-endpoints/{endpoint}/",
+        member=403,
+    ),
+    Row(
+        "api/webhook-endpoints/<int:endpoint_id>/rotate-secret/",
+        "post",
+        "/api/webhook-endpoints/{endpoint}/rotate-secret/",
+        member=403,
+    ),
+    Row(
+        "api/webhook-endpoints/<int:endpoint_id>/deliveries/",
+        "get",
+        "/api/webhook-endpoints/{endpoint}/deliveries/",
+        member=403,
+        list_key="results",
+    ),
+    Row(
+        "api/webhook-endpoints/<int:endpoint_id>/deliveries/<int:delivery_id>/redeliver/",
+        "post",
+        "/api/webhook-endpoints/{endpoint}/deliveries/{delivery}/redeliver/",
+        admin=202,
+        member=403,
+    ),
 ]
 
 # Methods no view implements still go through authentication and the org check first.
@@ -123,9 +165,17 @@ def api_routes() -> dict[str, set[str]]:
 
 
 def fill(row: Row, world: dict) -> str:
+    return fill_path(row.path, world)
+
+
+def fill_path(path: str, world: dict) -> str:
     acme = world["acme"]
-    return row.path.format(
-        queued=acme["queued"].pk, failed=acme["failed"].pk, booking=acme["booking"].booking_id
+    return path.format(
+        queued=acme["queued"].pk,
+        failed=acme["failed"].pk,
+        booking=acme["booking"].booking_id,
+        endpoint=acme["endpoint"].pk,
+        delivery=acme["delivery"].pk,
     )
 
 
@@ -223,6 +273,8 @@ def test_isolation_matrix(row, role, world, client_for, sandbox_client):
             if row.path == "/api/audit/":
                 ids = set(world["globex"]["org"].audit_events.values_list("pk", flat=True))
                 assert {item["id"] for item in items} <= ids
+            if row.path == "/api/webhook-endpoints/":
+                assert [item["id"] for item in items] == [world["globex"]["endpoint"].pk]
         return
     assert not sandbox_client.requests(), "a cross-org or anonymous call reached a provider"
 
@@ -231,11 +283,7 @@ def test_isolation_matrix(row, role, world, client_for, sandbox_client):
 def test_any_method_from_another_org_is_404_and_anonymous_is_401(
     route, world, client_for, sandbox_client
 ):
-    path = route.format(
-        queued=world["acme"]["queued"].pk,
-        failed=world["acme"]["failed"].pk,
-        booking=world["acme"]["booking"].booking_id,
-    )
+    path = fill_path(route, world)
     before = snapshot()
     outsider = client_for(world["outsider"], org_id=world["acme"]["org"].pk)
     anonymous = client_for(None, org_id=world["acme"]["org"].pk)
