@@ -156,7 +156,8 @@ class Message(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)  # provider calls started
     retries = models.PositiveIntegerField(default=0)
-    provider_message_id = models.CharField(max_length=128, blank=True, default="")
+    # Instagram message ids run past 150 characters.
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
     last_error = models.CharField(max_length=500, blank=True, default="")
     error_kind = models.CharField(max_length=32, blank=True, default="")
     error_code = models.CharField(max_length=64, blank=True, default="")
@@ -230,7 +231,7 @@ class MessageEvent(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
     provider = models.CharField(max_length=32, choices=Provider.choices)
-    provider_event_id = models.CharField(max_length=200)
+    provider_event_id = models.CharField(max_length=300)
     provider_status = models.CharField(max_length=64)
     status = models.CharField(max_length=16, blank=True, default="")  # a MessageStatus, or ""
     error_code = models.CharField(max_length=64, blank=True, default="")

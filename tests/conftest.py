@@ -7,6 +7,9 @@ import uuid
 
 import pytest
 
+# Local webhook receivers, endpoints and events for the events-out tests (tests/receivers.py).
+pytest_plugins = ["tests.receivers"]
+
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 

@@ -26,6 +26,7 @@ from shared.delivery.types import (
     SendResult,
     SlotLimiter,
 )
+from shared.events.announce import credentials_rejected, messages_changed
 from shared.models import Integration, Message, MessageAttempt, MessageStatus
 from shared.providers.base import ProviderError
 from shared.services.audit import audit_event_record
@@ -53,7 +54,7 @@ def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, 
         return {}
     now = timezone.now()
     provider_id: Any = Case(
-        *(When(pk=s.message.pk, then=Value(s.provider_id[:128])) for s in sent),
+        *(When(pk=s.message.pk, then=Value(s.provider_id[:255])) for s in sent),
         output_field=CharField(),
     )
     with transaction.atomic():
@@ -70,12 +71,30 @@ def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, 
             updated_at=now,
         )
         MessageAttempt.objects.bulk_create([_attempt_row(s, AttemptOutcome.SENT) for s in sent])
+        messages_changed(_now_sent(sent, updated, now), MessageStatus.SENDING)
     if updated < len(sent):
         logger.warning(
             "%d message(s) were sent but their lease had been taken over.", len(sent) - updated
         )
     metrics.sends_finished((s.message.provider, SendResult.SENT, s.elapsed) for s in sent)
     return {s.message.pk: DeliveryOutcome(OutcomeStatus.SENT) for s in sent}
+
+
+def _now_sent(sent: list[SendRecord], updated: int, now: datetime) -> list[Message]:
+    """The messages this batch just marked sent (a taken-over lease leaves some out)."""
+    messages = [s.message for s in sent]
+    if updated < len(sent):
+        mine = set(
+            Message.objects.filter(
+                pk__in=[m.pk for m in messages], status=MessageStatus.SENT, sent_at=now
+            ).values_list("pk", flat=True)
+        )
+        sent = [s for s in sent if s.message.pk in mine]
+    for record in sent:
+        record.message.status = MessageStatus.SENT
+        record.message.provider_message_id = record.provider_id[:255]
+        record.message.sent_at = now
+    return [s.message for s in sent]
 
 
 def release_unsent(
@@ -184,6 +203,8 @@ def _record_failure(
             updated_at=now,
             **details,
         )
+        if failed:
+            _announce_failed(message, MessageStatus.SENDING, now, details)
     if not failed:
         return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="lease taken over")
     if rejected:
@@ -196,14 +217,13 @@ def fail_unclaimed(
     message: Message, now: datetime, text: str, kind: str, code: str = ""
 ) -> DeliveryOutcome:
     """Fail a still-queued message that cannot be sent at all, audited once."""
-    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
-        status=MessageStatus.FAILED,
-        failed_at=now,
-        last_error=text[:500],
-        error_kind=kind,
-        error_code=code,
-        updated_at=now,
-    )
+    details = {"last_error": text[:500], "error_kind": kind, "error_code": code}
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
+            status=MessageStatus.FAILED, failed_at=now, updated_at=now, **details
+        )
+        if updated:
+            _announce_failed(message, MessageStatus.QUEUED, now, details)
     if updated:
         error = ProviderError(text, kind=kind, provider=message.provider, code=code or None)
         audit_failed(message, error)
@@ -249,12 +269,20 @@ def _mark_credentials_rejected(
         pk=integration.pk, credentials_rejected_at__isnull=True
     ).update(credentials_rejected_at=now, last_error=error.message[:500], last_error_at=now)
     if first:
+        credentials_rejected(integration, reason=error.message, code=error.code or "")
         audit_event_record(
             organization=integration.organization,
             action="integration.credentials_rejected",
             provider=integration.provider,
             data={"message": error.message, "code": error.code or ""},
         )
+
+
+def _announce_failed(message: Message, old: str, now: datetime, details: dict[str, str]) -> None:
+    message.status, message.failed_at = MessageStatus.FAILED, now
+    for name, value in details.items():
+        setattr(message, name, value)
+    messages_changed([message], old)
 
 
 def audit_failed(message: Message, error: ProviderError) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from django.db import transaction
 from django.utils import timezone
 
+from shared.events.announce import messages_changed
 from shared.models import Integration, Message, MessageEvent, MessageStatus
 
 from .types import NOT_YET_SENT, MessageRef, Outcome, Receipt, moves_forward
@@ -61,7 +62,7 @@ def _record(message_id: int, receipt: Receipt) -> Outcome:
         message = Message.objects.select_for_update().get(pk=message_id)
         event, created = MessageEvent.objects.get_or_create(
             message=message,
-            provider_event_id=receipt.provider_event_id[:200],
+            provider_event_id=receipt.provider_event_id[:300],
             defaults={
                 "organization_id": message.organization_id,
                 "provider": receipt.provider,
@@ -104,11 +105,7 @@ def _move(message: Message, event: MessageEvent) -> None:
         fields += ["last_error", "error_kind", "error_code"]
     message.updated_at = timezone.now()
     message.save(update_fields=fields)
-    announce_status(message, old)
-
-
-def announce_status(message: Message, old_status: str) -> None:
-    """Tell the product that `message` moved from `old_status` (events out, in-process signal)."""
+    messages_changed([message], old)
 
 
 def receipt_sweep(*, limit: int = 1000) -> int:

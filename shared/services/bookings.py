@@ -18,6 +18,7 @@ from shared.delivery.follow_ups import publish_follow_ups
 from shared.delivery.scheduling import backoff_seconds
 from shared.delivery.types import DeliveryOutcome, OutcomeStatus
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.events.announce import booking_finished
 from shared.inputs import BookingRequestSerializer, validated
 from shared.models import Booking, BookingStatus, Integration, Organization, Provider
 from shared.providers.base import ProviderError
@@ -208,13 +209,15 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
     ):
         return DeliveryOutcome(OutcomeStatus.DEFERRED, delay=0.0, reason="changed while syncing")
     if error is None:
-        Booking.objects.filter(mine).update(
-            status=BookingStatus.SYNCED,
-            synced_version=booking.version,
-            synced_at=timezone.now(),
-            last_error="",
-            lease_expires_at=None,
-        )
+        with transaction.atomic():
+            if Booking.objects.filter(mine).update(
+                status=BookingStatus.SYNCED,
+                synced_version=booking.version,
+                synced_at=timezone.now(),
+                last_error="",
+                lease_expires_at=None,
+            ):
+                booking_finished(booking, synced=True)
         return DeliveryOutcome(OutcomeStatus.SENT)
     if error.rate_limited or (
         error.kind == "transient" and booking.attempts + 1 < settings.DELIVERY_MAX_RETRIES
@@ -235,7 +238,9 @@ def _finish(booking: Booking, now: datetime, error: ProviderError | None) -> Del
         return DeliveryOutcome(
             OutcomeStatus.DEFERRED, delay=delay if in_broker else None, reason=error.kind
         )
-    Booking.objects.filter(mine).update(
-        status=BookingStatus.FAILED, last_error=error.message[:500], lease_expires_at=None
-    )
+    with transaction.atomic():
+        if Booking.objects.filter(mine).update(
+            status=BookingStatus.FAILED, last_error=error.message[:500], lease_expires_at=None
+        ):
+            booking_finished(booking, synced=False, reason=error.message)
     return DeliveryOutcome(OutcomeStatus.FAILED, reason=error.kind)

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError, encrypt_token, token_fingerprint
 from shared.errors import NotFound, ValidationFailed
+from shared.events.announce import credentials_rejected
 from shared.models import Integration, Organization
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.providers.registry import SPECS
@@ -149,6 +150,8 @@ def integration_test(
     if result.ok:
         integration.credentials_rejected_at = None
     elif result.error_kind == "credentials":
+        if integration.credentials_rejected_at is None:
+            credentials_rejected(integration, reason=result.message, code=result.error_code)
         integration.credentials_rejected_at = now
     integration.save(
         update_fields=[

@@ -22,7 +22,7 @@ CASES = [
     ("whatsapp", "+15551234567", S.DELIVERED, {"sent", "delivered"}),
     ("whatsapp", "+15005550005", S.READ, {"sent", "delivered", "read"}),
     ("whatsapp", "+15005550007", S.READ, {"sent", "delivered", "read"}),  # reversed order
-    ("whatsapp", "+15005550008", S.DELIVERED, {"sent", "delivered"}),  # every callback twice
+    ("whatsapp", "+15005550008", S.READ, {"sent", "delivered", "read"}),  # every callback twice
     ("whatsapp", "+15005550003", S.UNDELIVERED, {"failed"}),  # 63016
     ("sendgrid", "engaged@sandbox.test", S.READ, {"processed", "delivered", "open", "click"}),
     ("sendgrid", "bounce@sandbox.test", S.BOUNCED, {"processed", "bounce"}),

@@ -16,7 +16,7 @@ from shared.events.delivery import event_deliver
 from shared.events.endpoints import endpoint_rotate_secret
 from shared.events.models import EventDelivery, WebhookEndpoint
 from shared.models import AuditEvent
-from tests.events.conftest import make_endpoint
+from tests.receivers import make_endpoint
 from workers.tasks import deliver_event
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from shared.events import emit
 from shared.events.delivery import event_deliver
 from shared.events.models import EventDelivery
-from tests.events.conftest import make_endpoint
+from tests.receivers import make_endpoint
 
 pytestmark = pytest.mark.django_db
 

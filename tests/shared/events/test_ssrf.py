@@ -11,7 +11,7 @@ from shared.events import emit
 from shared.events.delivery import event_deliver
 from shared.events.models import EventDelivery, WebhookEndpoint
 from shared.events.ssrf import UrlNotAllowed, blocked_reason, check_url
-from tests.events.conftest import make_endpoint
+from tests.receivers import make_endpoint
 
 pytestmark = pytest.mark.django_db
 

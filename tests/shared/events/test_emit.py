@@ -17,7 +17,7 @@ from shared.events.signals import message_status_changed
 from shared.events.sweeper import event_sweep
 from shared.events.types import EVENT_TYPES, message_event_data
 from shared.models import Message
-from tests.events.conftest import make_endpoint
+from tests.receivers import make_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -156,7 +156,7 @@ def test_the_sweep_takes_expired_leases_and_long_overdue_rows(cast, event_queue)
 def test_sweep_outbox_reports_events_too(cast, event_queue):
     from workers.tasks import sweep_outbox
 
-    assert set(sweep_outbox()) == {"messages", "bookings", "events"}
+    assert set(sweep_outbox()) == {"messages", "bookings", "events", "receipts"}
 
 
 def test_message_status_changed_reaches_receivers_with_its_arguments(cast):

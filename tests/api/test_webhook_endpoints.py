@@ -15,7 +15,7 @@ from shared.events import DELIVER_EVENT, emit
 from shared.events.delivery import event_deliver
 from shared.events.models import EventDelivery, WebhookEndpoint
 from shared.models import AuditEvent
-from tests.events.conftest import make_endpoint
+from tests.receivers import make_endpoint
 
 pytestmark = pytest.mark.django_db
 

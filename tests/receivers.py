@@ -1,4 +1,5 @@
-"""Fixtures for events out: local webhook receivers, the broker queue, endpoints and events."""
+"""Fixtures for events out (a plugin of tests/conftest.py): local webhook receivers, the broker
+queue, endpoints and events."""
 
 from __future__ import annotations
 
