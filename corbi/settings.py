@@ -318,6 +318,8 @@ META_APP_SECRET = env_str("META_APP_SECRET", "")
 META_WEBHOOK_VERIFY_TOKEN = env_str("META_WEBHOOK_VERIFY_TOKEN", "")
 # A signed SendGrid batch older (or newer) than this is refused as a replay.
 SENDGRID_EVENT_MAX_AGE_SECONDS = env_int("SENDGRID_EVENT_MAX_AGE_SECONDS", 600)
+# A receipt naming a provider id not recorded yet is matched again for this long, then dropped.
+RECEIPT_MATCH_WINDOW_SECONDS = env_int("RECEIPT_MATCH_WINDOW_SECONDS", 300)
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 2 * 1024 * 1024)
 WORKER_HEARTBEAT_WINDOW_SECONDS = env_int("WORKER_HEARTBEAT_WINDOW_SECONDS", 60)
 

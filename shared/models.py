@@ -263,6 +263,19 @@ class MessageEvent(models.Model):
         return f"{self.provider} {self.provider_status} for message {self.message_id}"
 
 
+class UnmatchedReceipt(models.Model):
+    """A receipt naming a provider message id not recorded yet (it came while the worker was
+    still recording the send): matched again by the sweeper for RECEIPT_MATCH_WINDOW_SECONDS,
+    then dropped as unknown."""
+
+    integration_ids = models.JSONField(default=list)
+    receipt = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"unmatched {self.receipt.get('provider')} receipt {self.pk}"
+
+
 class Booking(models.Model):
     """A booking mirrored to the org's Google Calendar under a deterministic event id."""
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from shared.events.announce import messages_changed
-from shared.models import Integration, Message, MessageEvent, MessageStatus
+from shared.models import Integration, Message, MessageEvent, MessageStatus, UnmatchedReceipt
 
 from .types import NOT_YET_SENT, MessageRef, Outcome, Receipt, moves_forward
+
+logger = logging.getLogger(__name__)
 
 FAILURES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.BOUNCED})
 _REASONS = {
@@ -27,11 +32,29 @@ def record_receipts(
     outcomes: Counter[Outcome] = Counter()
     for receipt in receipts:
         message_ids = _find(integrations, receipt.ref)
-        if not message_ids:
+        if not message_ids and _may_be_early(integrations, receipt.ref):
+            UnmatchedReceipt.objects.create(
+                integration_ids=[i.pk for i in integrations], receipt=receipt.to_json()
+            )
+            outcomes[Outcome.EARLY] += 1
+        elif not message_ids:
             outcomes[Outcome.UNKNOWN_MESSAGE] += 1
         for message_id in message_ids:
             outcomes[_record(message_id, receipt)] += 1
     return outcomes
+
+
+def _may_be_early(integrations: Sequence[Integration], ref: MessageRef) -> bool:
+    """Only the provider's id names the message, and one of these integrations has a send
+    still being recorded (Instagram: its receipts carry nothing of ours)."""
+    if ref.message_pk is not None or not ref.provider_message_id:
+        return False
+    window = timezone.now() - timedelta(seconds=settings.RECEIPT_MATCH_WINDOW_SECONDS)
+    return Message.objects.filter(
+        integration__in=[i.pk for i in integrations],
+        status=MessageStatus.SENDING,
+        updated_at__gte=window,
+    ).exists()
 
 
 def _find(integrations: Sequence[Integration], ref: MessageRef) -> list[int]:
@@ -110,6 +133,29 @@ def _move(message: Message, event: MessageEvent) -> None:
 
 def receipt_sweep(*, limit: int = 1000) -> int:
     """Apply receipts that arrived before their send was recorded; return how many settled."""
+    return _settle_waiting(limit) + _match_unmatched(limit)
+
+
+def _match_unmatched(limit: int) -> int:
+    """Match kept receipts whose message is now recorded; drop those past the window."""
+    expired = timezone.now() - timedelta(seconds=settings.RECEIPT_MATCH_WINDOW_SECONDS)
+    dropped, _ = UnmatchedReceipt.objects.filter(received_at__lt=expired).delete()
+    if dropped:
+        logger.info("Dropped %d receipt(s) for messages never recorded.", dropped)
+    settled = 0
+    for kept in UnmatchedReceipt.objects.order_by("received_at")[:limit]:
+        receipt = Receipt.from_json(kept.receipt)
+        integrations = list(Integration.objects.filter(pk__in=kept.integration_ids))
+        message_ids = _find(integrations, receipt.ref)
+        for message_id in message_ids:
+            _record(message_id, receipt)
+        if message_ids:
+            kept.delete()
+            settled += 1
+    return settled
+
+
+def _settle_waiting(limit: int) -> int:
     waiting = (
         MessageEvent.objects.filter(applied__isnull=True)
         .exclude(message__status__in=NOT_YET_SENT)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -67,3 +67,21 @@ class Receipt:
     reason: str = ""
     occurred_at: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """This receipt as JSON (to keep it while its message is not recorded yet)."""
+        data = asdict(self)
+        data["occurred_at"] = self.occurred_at.isoformat() if self.occurred_at else None
+        data["ref"] = {"provider_message_id": self.ref.provider_message_id}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Receipt:
+        occurred = data.get("occurred_at")
+        return cls(
+            **{
+                **data,
+                "ref": MessageRef(provider_message_id=data["ref"]["provider_message_id"]),
+                "occurred_at": datetime.fromisoformat(occurred) if occurred else None,
+            }
+        )

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from shared.models import Message, MessageEvent, MessageStatus
+from shared.models import Message, MessageEvent, MessageStatus, UnmatchedReceipt
 from shared.receipts.apply import receipt_sweep, record_receipts
 from shared.receipts.types import MessageRef, Outcome, Receipt, moves_forward
 from tests.factories import connect
@@ -193,3 +193,39 @@ def test_a_read_watermark_marks_every_earlier_message_to_that_person(whatsapp):
 
     statuses = dict(Message.objects.values_list("provider_message_id", "status"))
     assert statuses == {"m1": S.READ, "m2": S.READ, "m3": S.SENT, "m4": S.SENT}
+
+
+def test_a_receipt_naming_an_unrecorded_provider_id_is_kept_and_matched_later(whatsapp):
+    m = message(whatsapp, status=S.SENDING, provider_id="")
+    r = receipt(S.READ, MessageRef(provider_message_id="mid-long-" + "x" * 200))
+
+    assert record_receipts([whatsapp], [r]) == {Outcome.EARLY: 1}
+    assert receipt_sweep() == 0  # still not recorded
+
+    Message.objects.filter(pk=m.pk).update(
+        status=S.SENT, provider_message_id="mid-long-" + "x" * 200
+    )
+    assert receipt_sweep() == 1
+
+    m.refresh_from_db()
+    assert m.status == S.READ
+    assert not UnmatchedReceipt.objects.exists()
+
+
+def test_a_kept_receipt_is_dropped_after_the_window(whatsapp, settings):
+    message(whatsapp, status=S.SENDING, provider_id="")
+    record_receipts([whatsapp], [receipt(S.READ, MessageRef(provider_message_id="never"))])
+    settings.RECEIPT_MATCH_WINDOW_SECONDS = 0
+
+    receipt_sweep()
+
+    assert not UnmatchedReceipt.objects.exists()
+
+
+def test_with_no_send_in_flight_an_unknown_provider_id_is_dropped_at_once(whatsapp):
+    message(whatsapp)
+
+    outcomes = record_receipts([whatsapp], [receipt(S.READ, MessageRef(provider_message_id="x"))])
+
+    assert outcomes == {Outcome.UNKNOWN_MESSAGE: 1}
+    assert not UnmatchedReceipt.objects.exists()
