@@ -126,6 +126,19 @@ def _send_one(
         gate.leave()
 
 
+def _outbound(message: Message) -> OutboundMessage:
+    """What the adapter sends; WhatsApp sends name their own status callback (receipts)."""
+    whatsapp = message.provider == Provider.WHATSAPP
+    return OutboundMessage(
+        to=message.to,
+        body=message.body,
+        subject=message.subject,
+        html=message.html,
+        reference=f"msg-{message.pk}",
+        status_callback=status_callback_url(message.integration, message.pk) if whatsapp else "",
+    )
+
+
 def _send_started(
     message: Message, token: str, lease_by: float, slot_by: float, gate: StartGate
 ) -> SendRecord:
@@ -140,30 +153,18 @@ def _send_started(
     if not gate.enter(message.pk):
         sent.released = Release.LOST
         return sent
-    # Recording the start took time: a slot (or lease) that went stale meanwhile is not used,
-    # or late sends would bunch up with the next on-time ones.
-    now = time.monotonic()
-    if now > lease_by or now > slot_by:
-        sent.released, sent.counted = (Release.LEASE if now > lease_by else Release.SLOT), True
-        return sent
-    sent.started = timezone.now()
     started = time.monotonic()
     try:
         adapter = integration_adapter(message.integration, token=token)
-        sent.provider_id = adapter.send(
-            OutboundMessage(
-                to=message.to,
-                body=message.body,
-                subject=message.subject,
-                html=message.html,
-                reference=f"msg-{message.pk}",
-                status_callback=(
-                    status_callback_url(message.integration, message.pk)
-                    if message.provider == Provider.WHATSAPP
-                    else ""
-                ),
-            )
-        )
+        outbound = _outbound(message)
+        # Recording the start and building the client took time: a slot (or lease) that went
+        # stale meanwhile is not used, or late sends would bunch up with the next on-time ones.
+        now = time.monotonic()
+        if now > lease_by or now > slot_by:
+            sent.released, sent.counted = (Release.LEASE if now > lease_by else Release.SLOT), True
+            return sent
+        sent.started, started = timezone.now(), now
+        sent.provider_id = adapter.send(outbound)
     except ProviderError as exc:
         sent.error = exc
     except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
