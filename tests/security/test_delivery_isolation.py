@@ -6,20 +6,19 @@ import base64
 import json
 import math
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from shared.delivery.batch import message_deliver_batch
 from shared.delivery.sweeper import message_sweep
 from shared.metrics import Metrics
-from shared.models import Integration, Message, MessageStatus
+from shared.models import Integration, MessageStatus
 from shared.ratelimit import Limit, RateLimiter
 from shared.services.integrations import integration_connect
 from tests.factories import CANARY, make_member
+from tests.shared.delivery.helpers import deliver_batch, queued
 
 pytestmark = pytest.mark.django_db
 OTHER_BOT = "123456789:otherBotTokenForIsolationTests0123"
@@ -71,25 +70,6 @@ def orgs(sandbox, sandbox_client, settings):
     return found
 
 
-def queued(org, to):
-    return Message.objects.create(
-        organization=org,
-        integration=org.integrations.get(provider="telegram"),
-        provider="telegram",
-        to=to,
-        body="hello",
-        next_attempt_at=timezone.now(),
-    )
-
-
-def deliver(ids, tools):
-    limiter, metrics = tools
-    with ThreadPoolExecutor(4) as executor:
-        return message_deliver_batch(
-            message_ids=ids, limiter=limiter, metrics=metrics, executor=executor, send_threads=4
-        )
-
-
 def chats(sandbox_client):
     return sorted(
         r["body"]["chat_id"]
@@ -128,7 +108,7 @@ def test_a_tiny_stored_rate_limit_slows_only_its_own_org_and_breaks_nothing(
     theirs = [queued(orgs["globex"], str(7100 + i)) for i in range(3)]
     ids = [m.pk for pair in zip(mine, theirs, strict=True) for m in pair]
 
-    outcomes = deliver(ids, tools)
+    outcomes = deliver_batch(ids, tools)
 
     assert [outcomes[m.pk].status for m in mine] == ["sent"] * 3
     assert [outcomes[m.pk].status for m in theirs] == ["sent", "deferred", "deferred"]
@@ -148,7 +128,7 @@ def test_a_limiter_key_redis_refuses_fails_only_its_own_messages_and_shows_why(
     theirs = [queued(orgs["globex"], str(7300 + i)) for i in range(2)]
     ids = [mine[0].pk, theirs[0].pk, mine[1].pk, theirs[1].pk]
 
-    outcomes = deliver(ids, tools)
+    outcomes = deliver_batch(ids, tools)
 
     assert {m.pk: outcomes[m.pk].status for m in mine} == {m.pk: "sent" for m in mine}
     assert {m.pk: outcomes[m.pk].status for m in theirs} == {m.pk: "deferred" for m in theirs}
@@ -168,7 +148,7 @@ def test_a_limiter_key_that_keeps_failing_fails_its_messages_after_the_retries(
     client.rpush(f"{prefix}rl:telegram:org:{orgs['globex'].pk}", "not a bucket")
     theirs = queued(orgs["globex"], "7400")
 
-    outcome = deliver([theirs.pk], tools)[theirs.pk]
+    outcome = deliver_batch([theirs.pk], tools)[theirs.pk]
 
     theirs.refresh_from_db()
     assert outcome.status == "failed"

@@ -1,9 +1,13 @@
-"""Helpers for the delivery tests: queued Telegram messages and the sandbox's sends."""
+"""Helpers for the delivery tests: queued Telegram messages, one batch delivered in-process,
+and the sandbox's sends."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from django.utils import timezone
 
+from shared.delivery.batch import message_deliver_batch
 from shared.models import Message
 from tests.factories import CANARY
 
@@ -26,3 +30,16 @@ def queued(org, to="4242", **fields):
 
 def sends(sandbox_client):
     return [r for r in sandbox_client.requests("telegram") if r["path"].endswith("/sendMessage")]
+
+
+def deliver_batch(ids, tools, threads=4):
+    """message_deliver_batch on `ids` with the test limiter and metrics and `threads` senders."""
+    limiter, metrics = tools
+    with ThreadPoolExecutor(threads) as executor:
+        return message_deliver_batch(
+            message_ids=ids,
+            limiter=limiter,
+            metrics=metrics,
+            executor=executor,
+            send_threads=threads,
+        )

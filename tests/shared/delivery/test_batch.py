@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,13 +13,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from shared.delivery import recording, scheduling, sending
-from shared.delivery.batch import message_deliver, message_deliver_batch
+from shared.delivery.batch import message_deliver
 from shared.delivery.scheduling import message_limits
 from shared.models import Integration, Message, MessageStatus
 from shared.providers.base import ProviderError
 from shared.services.integrations import integration_connect
 from tests.factories import make_member
-from tests.shared.delivery.helpers import OTHER_BOT, queued, sends
+from tests.shared.delivery.helpers import OTHER_BOT, deliver_batch, queued, sends
 
 pytestmark = pytest.mark.django_db
 
@@ -128,18 +127,6 @@ def unlimited(org, provider="telegram"):
     Integration.objects.filter(organization=org, provider=provider).update(
         extra={"rate_limit_per_second": 1_000_000}
     )
-
-
-def deliver_batch(ids, tools, threads):
-    limiter, metrics = tools
-    with ThreadPoolExecutor(threads) as executor:
-        return message_deliver_batch(
-            message_ids=ids,
-            limiter=limiter,
-            metrics=metrics,
-            executor=executor,
-            send_threads=threads,
-        )
 
 
 def test_a_batch_is_sent_concurrently_and_costs_the_same_queries_for_5_or_20(

@@ -3,12 +3,8 @@ product once, as a signed-webhook event and as the in-process signal, in the sam
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from django.utils import timezone
 
-from shared.delivery.batch import message_deliver_batch
 from shared.events.models import Event
 from shared.events.signals import message_status_changed
 from shared.models import Message, MessageStatus
@@ -17,6 +13,7 @@ from shared.receipts.types import MessageRef, Receipt
 from shared.services.integrations import integration_connect
 from tests.factories import CANARY, make_member
 from tests.receivers import make_endpoint
+from tests.shared.delivery.helpers import deliver_batch, queued
 
 pytestmark = pytest.mark.django_db
 
@@ -51,30 +48,11 @@ def signals():
     message_status_changed.disconnect(on_change)
 
 
-def queued(org, to: str) -> Message:
-    return Message.objects.create(
-        organization=org,
-        integration=org.integrations.get(provider="telegram"),
-        provider="telegram",
-        to=to,
-        body="hi",
-        next_attempt_at=timezone.now(),
-    )
-
-
-def deliver(ids, tools):
-    limiter, metrics = tools
-    with ThreadPoolExecutor(4) as executor:
-        return message_deliver_batch(
-            message_ids=ids, limiter=limiter, metrics=metrics, executor=executor, send_threads=4
-        )
-
-
 def test_sent_and_failed_sends_become_events_and_signals(org, tools, signals):
     make_endpoint(org, "http://127.0.0.1:9/hook")
     ok, refused = queued(org, "4242"), queued(org, "404")  # the sandbox: chat not found
 
-    deliver([ok.pk, refused.pk], tools)
+    deliver_batch([ok.pk, refused.pk], tools)
 
     events = {e.data["message_id"]: e for e in Event.objects.all()}
     assert events[ok.pk].type == "message.sent"
@@ -90,7 +68,7 @@ def test_sent_and_failed_sends_become_events_and_signals(org, tools, signals):
 def test_no_endpoint_means_no_event_rows_but_the_signal_still_fires(org, tools, signals):
     m = queued(org, "4242")
 
-    deliver([m.pk], tools)
+    deliver_batch([m.pk], tools)
 
     assert not Event.objects.exists()
     assert signals == [(m.pk, "sending", "sent")]
@@ -99,7 +77,7 @@ def test_no_endpoint_means_no_event_rows_but_the_signal_still_fires(org, tools, 
 def test_an_endpoint_only_gets_the_types_it_subscribed_to(org, tools):
     make_endpoint(org, "http://127.0.0.1:9/hook", events=["message.failed"])
 
-    deliver([queued(org, "4242").pk, queued(org, "404").pk], tools)
+    deliver_batch([queued(org, "4242").pk, queued(org, "404").pk], tools)
 
     assert list(Event.objects.values_list("type", flat=True)) == ["message.failed"]
 
@@ -128,7 +106,7 @@ def test_rejected_credentials_are_announced_once(org, tools, sandbox_client):
     make_endpoint(org, "http://127.0.0.1:9/hook")
     sandbox_client.reset()  # the bot token is no longer known: 401 Unauthorized
 
-    deliver([queued(org, "4242").pk, queued(org, "4243").pk], tools)
+    deliver_batch([queued(org, "4242").pk, queued(org, "4243").pk], tools)
 
     kinds = list(Event.objects.values_list("type", flat=True))
     assert kinds.count("integration.credentials_rejected") == 1
