@@ -38,9 +38,17 @@ def quiet_state(run: Run, timeout: float = 40.0) -> tuple[int, int, str]:
     return last
 
 
+def wire(value: str | bytes) -> str | bytes:
+    """A header value as sent: Latin-1 text as is, anything else as its UTF-8 bytes."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode()
+    return value
+
+
 def send(run: Run, method: str, path: str, body: bytes, headers: dict) -> int:
     try:
-        status, _ = run.raw_request(method, path, body, headers)
+        sent = {name: wire(value) for name, value in headers.items()}
+        status, _ = run.raw_request(method, path, body, sent)
     except (OSError, http.client.HTTPException):
         status = 0  # the server closed the connection before reading a huge body
     return status

@@ -72,78 +72,27 @@ def sendgrid_cases(r: Receivers) -> list[Signed]:
     mid, sid = r.messages["sendgrid"]
     batch = sendgrid_batch(mid, sid, "delivered", "open")
     now = time.time()
-    path = r.sendgrid_path()
     stranger = ec.generate_private_key(ec.SECP256R1())
+    obj = b'{"event":"open"}'
     huge_stamp = sendgrid_batch(mid, sid, "processed", stamp=10**17)
     nul = sendgrid_batch(mid, sid + "\x00", "delivered")
     captured = r.signed_sendgrid(batch, now)
+    table = [
+        ("delivered + open batch", batch, captured, {200}),
+        ("the captured batch replayed as is (duplicate)", batch, captured, {200}),
+        ("the captured batch, timestamp 1 h old", batch, r.signed_sendgrid(batch, now - 3600)),
+        ("the captured batch, timestamp 601 s old", batch, r.signed_sendgrid(batch, now - 601)),
+        ("the captured batch, timestamp 1 h ahead", batch, r.signed_sendgrid(batch, now + 3600)),
+        ("captured headers, body changed", batch + b" ", captured),
+        ("signed by another key pair", batch, r.signed_sendgrid(batch, now, stranger)),
+        ("signed object instead of a list", obj, r.signed_sendgrid(obj), {400}),
+        ("event timestamp 10^17", huge_stamp, r.signed_sendgrid(huge_stamp), {200, 400}),
+        ("NUL in sg_message_id", nul, r.signed_sendgrid(nul), {200, 400}),
+    ]
+    path = r.sendgrid_path()
     return [
-        ("sendgrid", "delivered + open batch", "POST", path, batch, captured, {200}),
-        (
-            "sendgrid",
-            "the captured batch replayed as is (duplicate)",
-            "POST",
-            path,
-            batch,
-            captured,
-            {200},
-        ),
-        (
-            "sendgrid",
-            "the captured batch, timestamp 1 h old",
-            "POST",
-            path,
-            batch,
-            r.signed_sendgrid(batch, now - 3600),
-            {403},
-        ),
-        (
-            "sendgrid",
-            "the captured batch, timestamp 601 s old",
-            "POST",
-            path,
-            batch,
-            r.signed_sendgrid(batch, now - 601),
-            {403},
-        ),
-        (
-            "sendgrid",
-            "the captured batch, timestamp 1 h ahead",
-            "POST",
-            path,
-            batch,
-            r.signed_sendgrid(batch, now + 3600),
-            {403},
-        ),
-        ("sendgrid", "captured headers, body changed", "POST", path, batch + b" ", captured, {403}),
-        (
-            "sendgrid",
-            "signed by another key pair",
-            "POST",
-            path,
-            batch,
-            r.signed_sendgrid(batch, now, stranger),
-            {403},
-        ),
-        (
-            "sendgrid",
-            "signed object instead of a list",
-            "POST",
-            path,
-            b'{"event":"open"}',
-            r.signed_sendgrid(b'{"event":"open"}'),
-            {400},
-        ),
-        (
-            "sendgrid",
-            "event timestamp 10^17",
-            "POST",
-            path,
-            huge_stamp,
-            r.signed_sendgrid(huge_stamp),
-            {200, 400},
-        ),
-        ("sendgrid", "NUL in sg_message_id", "POST", path, nul, r.signed_sendgrid(nul), {200, 400}),
+        ("sendgrid", row[0], "POST", path, row[1], row[2], row[3] if len(row) > 3 else {403})
+        for row in table
     ]
 
 
