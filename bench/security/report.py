@@ -42,7 +42,7 @@ def markdown(run: Run) -> str:
         ]
     if run.findings:
         lines += ["", "## Server errors found", ""]
-        lines += [f"- `{f}`" for f in run.findings[:30]]
+        lines += [f"- `{f}`" for f in run.findings[:60]]
     if run.notes:
         lines += ["", "## Answers other than 401/404 to anonymous/outsider (not bypasses)", ""]
         lines += [f"- `{n}`" for n in sorted(run.notes)[:20]]
