@@ -23,6 +23,9 @@ def make_canaries() -> dict[str, str]:
         "telegram": f"{secrets.randbelow(10**9) + 10**9}:cnry{rand(31)}",
         "instagram": "IGAAcnry" + rand(30),
         "google_calendar": "ya29.cnry" + rand(40),
+        # The deployment's Meta app: the secret signs posts, the verify token is the handshake's.
+        "meta_app_secret": "cnryMetaSecret" + rand(24),
+        "meta_verify_token": "cnryVerify" + rand(24),
     }
 
 

@@ -13,7 +13,12 @@ PROVIDERS = ["whatsapp", "sendgrid", "telegram", "instagram", "google_calendar"]
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 FROM_WHATSAPP = "+14155238886"
 IG_ID = "17841400000000001"
-CIPHERTEXT = ("shared_integration", "token_encrypted")
+# The encrypted columns the sweep skips: provider tokens and endpoint signing secrets.
+CIPHERTEXT = {
+    ("shared_integration", "token_encrypted"),
+    ("shared_webhookendpoint", "secret_encrypted"),
+    ("shared_webhookendpoint", "previous_secret_encrypted"),
+}
 ROTATION_MESSAGES = 300
 EXAMPLES = int(os.environ.get("SECURITY_MAX_EXAMPLES", "12"))
 GOOGLE_JSON_KEYS = ("client_id", "client_secret", "refresh_token")

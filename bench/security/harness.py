@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from bench.common import PG, recreate_database
 from bench.security.canaries import make_canaries
 from bench.security.config import DB_NAME, PROVIDERS, REDIS_URL, extra_for, sandbox_accounts
+from bench.security.receiver import EventReceiver
 from devtools import commands
 from devtools.procs import Proc, Procs, free_port, manage, wait_for
 from sandbox.testing import SandboxProcess
@@ -54,6 +55,9 @@ class Run:
         self.st_runs: list[dict] = []
         self.deploy_output = ""
         self.quick = False
+        self.receiver = EventReceiver()  # events out land here (allowlisted: its ip:port only)
+        self.flow_endpoint = 0
+        self.tables: list[tuple[str, list[str], list[list[str]]]] = []  # (title, head, rows)
 
     # --- environment and processes ------------------------------------------------------------
 
@@ -66,6 +70,13 @@ class Run:
             LOG_LEVEL="DEBUG",
             TEST_CONNECTION_TIMEOUT_SECONDS="5",
             RATE_LIMIT_TELEGRAM_CHAT="1000",
+            PUBLIC_BASE_URL=self.base,
+            META_APP_SECRET=self.tokens["meta_app_secret"],
+            META_WEBHOOK_VERIFY_TOKEN=self.tokens["meta_verify_token"],
+            # http:// to the harness's own receiver only (its exact ip:port); nothing else private.
+            WEBHOOK_ALLOW_HTTP="1",
+            WEBHOOK_ALLOW_PRIVATE_TARGETS="0",
+            WEBHOOK_PRIVATE_TARGET_ALLOWLIST=f"127.0.0.1:{self.receiver.port}",
             **commands.delivery_timings(
                 provider_timeout=5, lease=20, backoff=0.3, sweep_every=2, grace=10
             ),
@@ -84,10 +95,15 @@ class Run:
         if proc is not None:
             self.procs.stop(proc, timeout=timeout)
 
-    def start_web(self, fernet: str) -> None:
+    def start_web(
+        self, fernet: str, name: str = "web", port: int = 0, env: dict | None = None
+    ) -> None:
+        port = port or self.web_port
         options = ("--timeout", "60", "--access-logfile", "-", "--log-level", "debug")
-        proc = self.start("web", commands.gunicorn(self.web_port, *options), self.env(fernet))
-        self.procs.wait_ready(proc, lambda: http_ok(self.base + "/health/"), 60, "gunicorn", 0.2)
+        argv = commands.gunicorn(port, *options)
+        proc = self.start(name, argv, env or self.env(fernet))
+        ready = f"http://127.0.0.1:{port}/health/"
+        self.procs.wait_ready(proc, lambda: http_ok(ready), 60, "gunicorn", 0.2)
 
     def start_worker(self, fernet: str) -> None:
         hostname = f"sec{self.generation}@bench"
@@ -122,6 +138,7 @@ class Run:
 
     def stop_stack(self) -> None:
         self.procs.stop_all()
+        self.receiver.close()
         if self.sandbox is not None:
             self.sandbox.__exit__(None, None, None)
 
@@ -134,12 +151,25 @@ class Run:
             "X-Org-ID": str(org or person["org_id"]),
         }
 
-    def api(self, method: str, path: str, who: str = "admin", **kwargs) -> requests.Response:
+    def api(
+        self, method: str, path: str, who: str = "admin", record: bool = True, **kwargs
+    ) -> requests.Response:
+        """One API call; its answer joins the sweep unless `record` is False (the create and
+        rotate answers that show a signing secret once: the secret is captured instead)."""
+        base = kwargs.pop("base", self.base)
         response = requests.request(
-            method, self.base + path, headers=self.headers(who), timeout=30, **kwargs
+            method, base + path, headers=self.headers(who), timeout=30, **kwargs
         )
-        self.responses.append(f"{dict(response.headers)}\n{response.text}")
+        if record:
+            self.responses.append(f"{dict(response.headers)}\n{response.text}")
         return response
+
+    def capture_secret(self, label: str, response: requests.Response) -> str:
+        """The `whsec_` secret a create/rotate answer shows once, kept as a canary."""
+        secret = response.json()["secret"]
+        self.tokens[f"whsec {label}"] = secret
+        self.responses.append(str(dict(response.headers)))
+        return secret
 
     def connect_all(self, who: str = "admin") -> None:
         for provider in PROVIDERS:

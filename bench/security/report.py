@@ -34,9 +34,15 @@ def markdown(run: Run) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {p} | {b:,} | {n} | {e} |" for p, b, n, e in run.sweep]
+    for title, head, rows in run.tables:
+        lines += ["", f"## {title}", "", "| " + " | ".join(head) + " |"]
+        lines += ["|" + "---|" * len(head)]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
+        ]
     if run.findings:
         lines += ["", "## Server errors found", ""]
-        lines += [f"- `{f}`" for f in run.findings[:30]]
+        lines += [f"- `{f}`" for f in run.findings[:60]]
     if run.notes:
         lines += ["", "## Answers other than 401/404 to anonymous/outsider (not bypasses)", ""]
         lines += [f"- `{n}`" for n in sorted(run.notes)[:20]]

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.security.delivery import delivery_run, rotation
+from bench.security.endpoints import endpoints_step, seed_endpoints
+from bench.security.events import events_check, events_setup
 from bench.security.harness import Run
 from bench.security.malformed import malformed_input
+from bench.security.receipts import receivers_step
 from bench.security.redaction import encoded_echoes, tenant_redaction
 from bench.security.report import markdown
 from bench.security.schema import run_schemathesis
@@ -19,11 +22,15 @@ from devtools.procs import ROOT
 # In this order; a step that raises is recorded as a failed row and the next one runs.
 STEPS: list[Callable[[Run], None]] = [
     run_schemathesis,
+    endpoints_step,
     malformed_input,
     delivery_run,
     tenant_redaction,
     encoded_echoes,
     rotation,
+    events_setup,
+    receivers_step,
+    events_check,
     canary_sweep,
     check_deploy,
 ]
@@ -34,6 +41,7 @@ def run_steps(run: Run, steps: list[Callable[[Run], None]]) -> None:
         run.start_stack()
         run.connect_all()
         run.connect_all("outsider")
+        seed_endpoints(run)
         for step in steps:
             try:
                 step(run)

@@ -26,6 +26,17 @@ def command(run: Run, mode: str, report: Path, headers: dict[str, str]) -> list[
     return cmd
 
 
+def shown_secret(text: str) -> str:
+    """The `whsec_` secret of a create/rotate answer, or ""."""
+    if "whsec_" not in text:
+        return ""
+    try:
+        secret = json.loads(text).get("secret", "")
+    except (ValueError, AttributeError):
+        return ""
+    return secret if isinstance(secret, str) and secret.startswith("whsec_") else ""
+
+
 def read_har(run: Run, label: str, har: Path) -> tuple[int, dict[int, int], list[tuple]]:
     """(requests, count per status, (status, body, where) per answer) from the HAR report;
     every answer joins the sweep, every 5xx the findings."""
@@ -36,11 +47,14 @@ def read_har(run: Run, label: str, har: Path) -> tuple[int, dict[int, int], list
         code = entry["response"]["status"]
         statuses[code] = statuses.get(code, 0) + 1
         where = f"{entry['request']['method']} {entry['request']['url']}"
-        answers.append((code, entry["response"].get("content", {}).get("text") or "", where))
-        run.responses.append(
-            json.dumps(entry["response"].get("headers", []))
-            + (entry["response"].get("content", {}).get("text") or "")
-        )
+        text = entry["response"].get("content", {}).get("text") or ""
+        headers = json.dumps(entry["response"].get("headers", []))
+        secret = shown_secret(text)
+        if secret:  # a create/rotate answer shows its secret once: keep it as a canary instead
+            run.tokens[f"whsec {label} {len(run.tokens)}"] = secret
+            text = ""
+        run.responses.append(headers + text)
+        answers.append((code, text, where))
         if code >= 500:
             run.findings.append(
                 f"{label}: {code} on {entry['request']['method']} {entry['request']['url']}"

@@ -55,7 +55,7 @@ def db_dump(run: Run) -> str:
                     "WHERE table_schema = 'public' AND table_name = %s",
                     (table,),
                 ).fetchall()
-                if (table, r[0]) != CIPHERTEXT
+                if (table, r[0]) not in CIPHERTEXT
             ]
             if not cols:
                 continue
@@ -79,7 +79,8 @@ def canary_sweep(run: Run) -> None:
         "Redis (every key and value, broker bodies decoded)": redis_dump(run),
         "GET /metrics": metrics,
         "Flower GET /api/tasks": flower,
-        "database (every column except the ciphertext)": db_dump(run),
+        "database (every column except the ciphertexts)": db_dump(run),
+        "event deliveries received (headers + bodies)": run.receiver.text(),
     }
     total = encoded = 0
     for place, text in places.items():
@@ -87,6 +88,19 @@ def canary_sweep(run: Run) -> None:
         total += hits
         encoded += hidden
         run.sweep.append((place, len(text.encode()), hits, hidden))
+        if hits or hidden:
+            names = [name for name, token in run.tokens.items() if count_leaks(text, {0: token})]
+            run.findings.append(f"canaries in {place}: {', '.join(names) or 'encoded only'}")
+    secrets = [name for name in run.tokens if name.startswith("whsec")]
+    run.rows.append(
+        (
+            "canaries swept: provider tokens, META_APP_SECRET, META_WEBHOOK_VERIFY_TOKEN and the "
+            "`whsec_` secrets captured from create/rotate answers",
+            f"{len(run.tokens)} canaries, {len(secrets)} of them `whsec_` secrets",
+            "≥ 1 whsec_ (created and rotated)",
+            len(secrets) >= 2,
+        )
+    )
     run.rows.append(("canary sweep: token fragments found", str(total), "0", total == 0))
     run.rows.append(
         (
