@@ -34,6 +34,7 @@ from shared.services.keys import integration_token
 logger = logging.getLogger(__name__)
 
 _CHALLENGE = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+_KEY = re.compile(r"[A-Za-z0-9_-]{20,64}")  # what new_webhook_key makes
 
 
 class _Refused(Exception):
@@ -64,6 +65,8 @@ def _body(request: HttpRequest) -> bytes:
 
 
 def _integration(key: str, provider: str) -> Integration:
+    if not _KEY.fullmatch(key):
+        raise _forbidden()
     integration = Integration.objects.filter(webhook_key=key, provider=provider).first()
     if integration is None or not integration.is_active:
         raise _forbidden()  # an unknown key looks exactly like a bad signature

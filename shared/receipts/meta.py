@@ -13,12 +13,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.models import MessageStatus
 
-from .types import MalformedReceipt, MessageRef, Receipt
+from .types import MalformedReceipt, MessageRef, Receipt, moment, text
 
 MAX_ENTRIES = 1000
 
@@ -27,8 +27,8 @@ def signature_valid(raw: bytes, header: str, app_secret: str) -> bool:
     """X-Hub-Signature-256: `sha256=` + hex HMAC-SHA256 of the raw body with the app secret."""
     if not app_secret or not header.startswith("sha256="):
         return False
-    expected = hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+    expected = hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, header.removeprefix("sha256=").encode(errors="replace"))
 
 
 def parse(raw: bytes) -> dict[str, list[Receipt]]:
@@ -44,7 +44,7 @@ def parse(raw: bytes) -> dict[str, list[Receipt]]:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("messaging", []), list):
             raise MalformedReceipt("Each entry must be an object with a `messaging` list.")
-        account = str(entry.get("id") or "")
+        account = text(entry.get("id"), "entry.id", limit=64)
         receipts.setdefault(account, []).extend(
             r for item in entry.get("messaging", []) for r in _receipts(item)
         )
@@ -52,25 +52,26 @@ def parse(raw: bytes) -> dict[str, list[Receipt]]:
 
 
 def _receipts(item: Any) -> Iterator[Receipt]:
-    if not isinstance(item, dict):
-        raise MalformedReceipt("Each messaging item must be an object.")
-    person = str((item.get("sender") or {}).get("id") or "")
-    stamp = item.get("timestamp")
-    occurred = datetime.fromtimestamp(stamp / 1000, UTC) if isinstance(stamp, int) else None
+    if not isinstance(item, dict) or not isinstance(item.get("sender") or {}, dict):
+        raise MalformedReceipt("Each messaging item must be an object with a `sender` object.")
+    person = text((item.get("sender") or {}).get("id"), "sender.id", limit=64)
+    occurred = moment(item.get("timestamp"), "timestamp", per_second=1000)
     for key, status in (("read", MessageStatus.READ), ("delivery", MessageStatus.DELIVERED)):
         part = item.get(key)
         if not isinstance(part, dict):
             continue
-        mids = [part["mid"]] if isinstance(part.get("mid"), str) else part.get("mids") or []
-        for mid in (m for m in mids if isinstance(m, str)):
-            yield _receipt(
-                key, status, MessageRef(provider_message_id=mid), f"{key}:{mid}", occurred
-            )
-        watermark = part.get("watermark")
-        if isinstance(watermark, int) and person:
-            until = datetime.fromtimestamp(watermark / 1000, UTC)
+        mids = [part["mid"]] if "mid" in part else part.get("mids") or []
+        if not isinstance(mids, list) or len(mids) > 1000:
+            raise MalformedReceipt(f"{key}.mids must be a list of message ids.")
+        for mid in (text(m, f"{key}.mid") for m in mids):
+            if mid:
+                ref = MessageRef(provider_message_id=mid)
+                yield _receipt(key, status, ref, f"{key}:{mid}", occurred)
+        until = moment(part.get("watermark"), f"{key}.watermark", per_second=1000)
+        if until is not None and person:
             ref = MessageRef(recipient=person, until=until)
-            yield _receipt(key, status, ref, f"{key}:{person}:{watermark}", occurred)
+            event_id = f"{key}:{person}:{part['watermark']}"
+            yield _receipt(key, status, ref, event_id, occurred)
 
 
 def _receipt(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import binascii
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +18,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from shared.models import MessageStatus
 
-from .types import MalformedReceipt, MessageRef, Receipt
+from .types import MalformedReceipt, MessageRef, Receipt, moment, text
 
 STATUSES = {
     "delivered": MessageStatus.DELIVERED,
@@ -60,23 +59,24 @@ def parse(raw: bytes) -> list[Receipt]:
 def _receipt(event: Any) -> Receipt:
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         raise MalformedReceipt("Each event must be an object with an `event`.")
-    name = event["event"]
-    reference = str(event.get("corbi_reference") or "")
-    message_pk = (
-        int(reference[4:]) if reference.startswith("msg-") and reference[4:].isdigit() else None
-    )
-    sg_message_id = str(event.get("sg_message_id") or "")
+    name = text(event["event"], "event", limit=32)
+    reference = text(event.get("corbi_reference"), "corbi_reference", limit=40)
+    number = reference.removeprefix("msg-")
+    message_pk = int(number) if reference.startswith("msg-") and number.isdigit() else None
+    sg_message_id = text(event.get("sg_message_id"), "sg_message_id")
     stamp = event.get("timestamp")
-    occurred = datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int) else None
-    event_id = str(event.get("sg_event_id") or f"{sg_message_id}:{name}:{stamp}")
+    event_id = text(event.get("sg_event_id"), "sg_event_id") or f"{sg_message_id}:{name}:{stamp}"
     return Receipt(
         provider="sendgrid",
-        ref=MessageRef(message_pk=message_pk, provider_message_id=sg_message_id.split(".")[0]),
+        ref=MessageRef(
+            message_pk=message_pk if message_pk and message_pk < 2**63 else None,
+            provider_message_id=sg_message_id.split(".")[0],
+        ),
         provider_event_id=event_id,
         provider_status=name,
         status=STATUSES.get(name, ""),
-        error_code=str(event.get("status") or ""),
-        reason=str(event.get("reason") or event.get("response") or ""),
-        occurred_at=occurred,
-        raw={key: event[key] for key in KEPT if isinstance(event.get(key), str | int)},
+        error_code=text(event.get("status"), "status", limit=64),
+        reason=text(event.get("reason") or event.get("response"), "reason", limit=2000)[:500],
+        occurred_at=moment(stamp, "timestamp"),
+        raw={key: text(event[key], key, limit=2000) for key in KEPT if event.get(key) is not None},
     )

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from shared.models import MessageStatus
 
-from .types import MalformedReceipt, MessageRef, Receipt
+from .types import MalformedReceipt, MessageRef, Receipt, text
 
 STATUSES = {
     "sent": MessageStatus.SENT,
@@ -35,13 +35,14 @@ def signature_valid(url: str, params: Mapping[str, Any], signature: str, auth_to
 
 def parse(params: Mapping[str, Any], message_id: str | None) -> list[Receipt]:
     """The receipt in one status callback's form fields."""
-    sid = str(params.get("MessageSid") or "")
-    provider_status = str(params.get("MessageStatus") or "").lower()
+    sid = text(params.get("MessageSid"), "MessageSid")
+    provider_status = text(params.get("MessageStatus"), "MessageStatus", limit=32).lower()
     if not sid or not provider_status:
         raise MalformedReceipt("MessageSid and MessageStatus are required.")
     if message_id and not (message_id.isascii() and message_id.isdigit() and len(message_id) < 19):
         raise MalformedReceipt("m must be a message id.")
-    error_code = str(params.get("ErrorCode") or "")
+    error_code = text(params.get("ErrorCode"), "ErrorCode", limit=16)
+    reason = text(params.get("ChannelStatusMessage"), "ChannelStatusMessage", limit=500)
     return [
         Receipt(
             provider="whatsapp",
@@ -52,10 +53,7 @@ def parse(params: Mapping[str, Any], message_id: str | None) -> list[Receipt]:
             provider_status=provider_status,
             status=STATUSES.get(provider_status, ""),
             error_code=error_code,
-            reason=str(
-                params.get("ChannelStatusMessage")
-                or (f"Twilio error {error_code}" if error_code else "")
-            ),
-            raw={name: str(params[name]) for name in KEPT if name in params},
+            reason=reason or (f"Twilio error {error_code}" if error_code else ""),
+            raw={name: text(params.get(name), name, limit=500) for name in KEPT if name in params},
         )
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,34 @@ NOT_YET_SENT = frozenset({MessageStatus.QUEUED, MessageStatus.SENDING})
 
 class MalformedReceipt(ValueError):
     """A request that is not a receipt we can read (HTTP 400)."""
+
+
+# Provider times are Unix seconds (or milliseconds); anything outside these years is not one.
+_EARLIEST, _LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def text(value: Any, name: str, *, limit: int = 300) -> str:
+    """A provider field as text: a string or number, at most `limit` characters, no NUL."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MalformedReceipt(f"{name} must be a string.")
+    result = str(value)
+    if len(result) > limit or "\x00" in result:
+        raise MalformedReceipt(f"{name} must be at most {limit} characters, without NUL.")
+    return result
+
+
+def moment(value: Any, name: str, *, per_second: int = 1) -> datetime | None:
+    """A Unix time (in 1/`per_second` units) as an aware datetime; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedReceipt(f"{name} must be an integer Unix time.")
+    seconds = value / per_second
+    if not _EARLIEST.timestamp() <= seconds < _LATEST.timestamp():
+        raise MalformedReceipt(f"{name} is not a time between 2000 and 2100.")
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class Outcome(StrEnum):

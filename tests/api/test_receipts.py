@@ -423,3 +423,60 @@ def test_a_meta_receipt_for_an_unknown_account_is_200_and_dropped(sent):
 
     assert response.status_code == 200
     assert response.json()["outcomes"] == {"unknown_message": 1}
+
+
+# -- Hostile input (found by make security's fuzz) ------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/webhooks/twilio/%00/status/", "/webhooks/sendgrid/%00/events/"])
+def test_a_nul_or_odd_webhook_key_is_403_not_500(path):
+    response = Client(raise_request_exception=False).post(path, b"x", content_type="text/plain")
+
+    assert response.status_code == 403
+
+
+def test_a_non_ascii_meta_signature_is_403_not_500(sent):
+    response = meta_post(seen(sent["instagram"]), header="sha256=\u00e9\u00ff\u00fe")
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": 10**20},
+        {"sender": "x"},
+        {"read": {"mids": 5}},
+        {"read": {"mid": "m\u0000"}},
+        {"read": {"watermark": 10**20}},
+    ],
+)
+def test_a_signed_but_out_of_range_meta_receipt_is_400(sent, change):
+    body = seen(sent["instagram"])
+    body["entry"][0]["messaging"][0].update(change)
+
+    response = meta_post(body)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "webhook_malformed"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"timestamp": 100000000000000000}, {"sg_message_id": "x\u0000"}, {"reason": ["a"]}],
+)
+def test_a_signed_but_out_of_range_sendgrid_event_is_400(sendgrid, change):
+    integration, key, m = sendgrid
+
+    response = sendgrid_post(integration, key, [{**event(m, "delivered"), **change}])
+
+    assert response.status_code == 400, response.content
+    assert not m.events.exists()
+
+
+def test_a_signed_twilio_callback_with_nul_is_400(sent):
+    m = sent["whatsapp"]
+
+    response = twilio_post(m, twilio_params(m, "delivered", ErrorCode="1\u00002"))
+
+    assert response.status_code == 400
