@@ -294,7 +294,7 @@ GOOD_EXTRA = [
         {
             **VALID_EXTRA["whatsapp"],
             "from_whatsapp": "whatsapp:+14155238886",
-            "to_whatsapp": "whatsapp:+15551234567",
+            "to_whatsapp": "whatsapp:+14155550100",
         },
     ),
     ("sendgrid", {"from_email": "a@b.test", "from_name": "Acme", "to_email": "c@d.test"}),
@@ -451,7 +451,7 @@ PROBE_SAYS = {
 }
 
 DESTINATIONS = {
-    "whatsapp": {"to_whatsapp": "+15551234567"},
+    "whatsapp": {"to_whatsapp": "+14155550100"},
     "sendgrid": {"to_email": "ops@acme.test"},
     "telegram": {"chat_id": "4242"},
 }
