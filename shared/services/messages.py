@@ -40,8 +40,9 @@ def message_create(*, organization: Organization, data: Mapping[str, Any]) -> tu
     """Write one outbound message to the outbox and enqueue it on commit.
 
     `data` holds the fields of MessageCreateSerializer. Returns (message, created): the same
-    idempotency key again returns the existing message with created=False and enqueues nothing.
-    Raises ValidationFailed (errors by field) or Conflict (not connected).
+    idempotency key with the same request returns the existing message with created=False and
+    enqueues nothing. Raises ValidationFailed (errors by field), IdempotencyKeyReused (the key
+    names a message with other content) or Conflict (not connected).
     """
     return _store(organization, [validated(MessageCreateSerializer, data)], bulk=False)[0]
 
