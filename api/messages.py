@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import IsOrgAdmin, IsOrgMember
-from api.schema import CONFLICT, ERRORS
+from api.schema import CONFLICT, ERRORS, SEND_CONFLICT
 from api.serializers import (
     BookingSerializer,
     BulkResponseSerializer,
@@ -65,7 +65,7 @@ class MessageListCreateView(generics.ListAPIView):
             202: MessageCreatedSerializer,
             200: MessageCreatedSerializer,
             **ERRORS,
-            **CONFLICT,
+            **SEND_CONFLICT,
         },
     )
     def post(self, request: Request) -> Response:
@@ -85,7 +85,7 @@ class MessageBulkView(APIView):
     @extend_schema(
         operation_id="messages_bulk_create",
         request=MessageBulkSerializer,
-        responses={202: BulkResponseSerializer, **ERRORS, **CONFLICT},
+        responses={202: BulkResponseSerializer, **ERRORS, **SEND_CONFLICT},
     )
     def post(self, request: Request) -> Response:
         results = message_create_bulk(organization=request.org, data=request.data)

@@ -43,6 +43,15 @@ CONFLICT = {
     ),
 }
 
+# Creating messages: also an idempotency key already used for a different message.
+SEND_CONFLICT = {
+    **CONFLICT,
+    409: error(
+        "Provider not connected, or the idempotency key names a message with other content: "
+        "conflict, idempotency_key_reused"
+    ),
+}
+
 
 class OrgAutoSchema(AutoSchema):
     """Adds the X-Org-ID header to every operation guarded by an org permission."""

@@ -24,9 +24,9 @@ DEMO_ACCOUNTS = {
         "extra": {
             "account_sid": "AC" + "de" * 16,
             "from_whatsapp": "+14155238886",
-            "to_whatsapp": "+15551234567",
+            "to_whatsapp": "+14155550100",
         },
-        "to": "+15551234567",
+        "to": "+14155550100",
     },
     "sendgrid": {
         "token": "SG.demoSendgridKey01.demoSendgridSecret0000000001",

@@ -40,6 +40,12 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key already names a message of this organization with other content."""
+
+    code = "idempotency_key_reused"
+
+
 class Unavailable(ServiceError):
     """The service cannot do this until an operator fixes its configuration (HTTP 503)."""
 

@@ -181,7 +181,7 @@ class Run:
     def bulk(self, count: int, tag: str) -> list[int]:
         providers = ["whatsapp", "sendgrid", "telegram", "instagram"]
         to = {
-            "whatsapp": "+15551234567",
+            "whatsapp": "+14155550100",
             "sendgrid": "ops@secorg.test",
             "telegram": "4242",
             "instagram": "1234567890",

@@ -9,8 +9,8 @@ import json
 from bench.security.harness import Run
 
 Case = tuple[str, str, str, bytes, dict[str, str | bytes]]
-ARABIC_INDIC_NUMBER = "+" + "".join(chr(0x0660 + int(d)) for d in "15551234567")
-FULL_WIDTH_NUMBER = "+" + "".join(chr(0xFF10 + int(d)) for d in "15551234567")
+ARABIC_INDIC_NUMBER = "+" + "".join(chr(0x0660 + int(d)) for d in "14155550100")
+FULL_WIDTH_NUMBER = "+" + "".join(chr(0xFF10 + int(d)) for d in "14155550100")
 CONNECT = "/api/integrations/sendgrid/connect/"
 WHEN = {"start": "2030-01-01T20:00:00Z", "end": "2030-01-01T21:00:00Z"}
 
@@ -21,7 +21,7 @@ def _json(value: object) -> bytes:
 
 
 def _message(**fields: object) -> bytes:
-    return _json({"provider": "whatsapp", "to": "+15551234567", "body": "hi", **fields})
+    return _json({"provider": "whatsapp", "to": "+14155550100", "body": "hi", **fields})
 
 
 def depth_cases(auth: dict[str, str | bytes]) -> list[Case]:
@@ -68,7 +68,7 @@ def digit_cases(auth: dict[str, str | bytes]) -> list[Case]:
     return [
         ("Arabic-Indic digits in to", *post, _message(to=ARABIC_INDIC_NUMBER), js),
         ("full-width digits in to", *post, _message(to=FULL_WIDTH_NUMBER), js),
-        ("integer to", *post, _message(to=15551234567), js),
+        ("integer to", *post, _message(to=14155550100), js),
         ("integer body", *post, _message(body=12345), js),
         ("Arabic-Indic X-Org-ID", *get, b"", {**auth, "X-Org-ID": "\u0661".encode()}),
         ("full-width X-Org-ID", *get, b"", {**auth, "X-Org-ID": "\uff11".encode()}),

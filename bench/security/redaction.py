@@ -35,7 +35,7 @@ def tenant_b_decrypts(run: Run) -> None:
             raise RuntimeError(f"tenant B connect {provider}: {response.status_code}")
         run.api("POST", f"/api/integrations/{provider}/test/", "outsider")
     ids = [
-        run.send_one("outsider", "whatsapp", "+15551234567", "tenant B"),
+        run.send_one("outsider", "whatsapp", "+14155550100", "tenant B"),
         run.send_one("outsider", "instagram", "1234567890", "tenant B"),
     ]
     booking = {
@@ -98,7 +98,7 @@ def encoded_echoes(run: Run) -> None:
     client = run.sandbox.client
     since = max((r["seq"] for r in client.requests()), default=0)
     destinations = {
-        "whatsapp": "+15551234567",
+        "whatsapp": "+14155550100",
         "sendgrid": "ops@secorg.test",
         "telegram": "4242",
         "instagram": "1234567890",

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import lru_cache
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
+import email_validator
+import phonenumbers
 
 # What the rate limiter can represent: one message per 1,000 s up to 10,000 per second.
 MIN_RATE_PER_SECOND = 0.001
 MAX_RATE_PER_SECOND = 10_000
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+# "+", then ASCII digits with the usual separators (spaces, dots, hyphens, parentheses); the
+# number itself is read and checked by phonenumbers, which would also read non-ASCII digits.
+_PHONE_TEXT = re.compile(r"\+[0-9][0-9 .()-]{5,40}")
+_PHONE_HELP = "Must be an E.164 number such as +14155238886 (whatsapp: prefix allowed)."
 _CHANNEL = re.compile(r"@[A-Za-z][A-Za-z0-9_]{4,31}")
 _CHAT_ID = re.compile(r"-?[0-9]{1,20}")
 _NUMERIC_ID = re.compile(r"[0-9]{1,32}")
@@ -27,22 +31,63 @@ _CALENDAR_ID = re.compile(r"[^\s/?#]{1,255}")
 
 
 def phone(value: Any) -> str:
+    """A phone number in international form, returned as E.164 (+ and digits only).
+
+    The number must be one phonenumbers' metadata knows as assigned (`is_valid_number`): an
+    impossible length or an unassigned area code (+1 555 …) is refused. Twilio's test numbers
+    (+1 500 555 00xx, the sandbox's magic recipients) and 555-01xx fictional numbers of real
+    area codes (+1 415 555 0123) are valid.
+    """
     if not isinstance(value, str):
         raise ValueError("Must be a string.")
-    number = value.strip().removeprefix("whatsapp:")
-    if not _E164.fullmatch(number):
-        raise ValueError("Must be an E.164 number such as +14155238886 (whatsapp: prefix allowed).")
+    text = value.strip().removeprefix("whatsapp:").strip()
+    if not _PHONE_TEXT.fullmatch(text):
+        raise ValueError(_PHONE_HELP)
+    number = _e164(text)
+    if number is None:
+        raise ValueError(
+            "Must be a valid phone number in international form: this one has an impossible "
+            "length or an unassigned country or area code."
+        )
     return number
 
 
+@lru_cache(maxsize=4096)
+def _e164(text: str) -> str | None:
+    """`text` (already ASCII-checked) as E.164 when phonenumbers deems it valid, else None."""
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.extension or not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 def email(value: Any) -> str:
+    """An email address, normalized: domain lower-cased and in ASCII (IDNA) form.
+
+    Checked by email-validator without DNS (no deliverability check in the request path). The
+    local part must be ASCII (not every provider takes SMTPUTF8); quoted local parts, IP-literal
+    domains and display names are refused. The reserved `.test` domain is accepted: the sandbox's
+    magic recipients (`bounce@sandbox.test`) and test data use it.
+    """
     if not isinstance(value, str):
         raise ValueError("Must be a string.")
+    return _email(value.strip())
+
+
+@lru_cache(maxsize=4096)
+def _email(text: str) -> str:
     try:
-        validate_email(value.strip())
-    except DjangoValidationError:
-        raise ValueError("Must be a valid email address.") from None
-    return value.strip()
+        checked = email_validator.validate_email(
+            text, check_deliverability=False, allow_smtputf8=False, test_environment=True
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"Must be a valid email address: {exc}") from None
+    if "." not in checked.ascii_domain:  # test_environment lets a bare "@test" through
+        raise ValueError("Must be a valid email address: the domain needs a dot.")
+    return checked.ascii_email
 
 
 def account_sid(value: Any) -> str:

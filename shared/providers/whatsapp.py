@@ -66,7 +66,7 @@ class TwilioWhatsApp(ProviderAdapter):
         default_rate_per_second=80.0,
         messages=MessageRules(
             destination=fields.phone,
-            destination_help="E.164 number (`whatsapp:` prefix allowed)",
+            destination_help="E.164 number valid for its country (`whatsapp:` prefix allowed)",
             body_limit=1600,
         ),
     )

@@ -8,9 +8,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, IdempotencyKeyReused, NotFound, first_error
 from shared.inputs import MessageBulkSerializer, MessageCreateSerializer, validated
 from shared.models import Integration, Message, MessageStatus, Organization
+from shared.providers.registry import SPECS
 from shared.services.keys import ensure_token_decrypts
 from shared.services.outbox import DELIVER_MESSAGES, message_unpublish, publish_on_commit
 
@@ -39,10 +40,11 @@ def message_create(*, organization: Organization, data: Mapping[str, Any]) -> tu
     """Write one outbound message to the outbox and enqueue it on commit.
 
     `data` holds the fields of MessageCreateSerializer. Returns (message, created): the same
-    idempotency key again returns the existing message with created=False and enqueues nothing.
-    Raises ValidationFailed (errors by field) or Conflict (not connected).
+    idempotency key with the same request returns the existing message with created=False and
+    enqueues nothing. Raises ValidationFailed (errors by field), IdempotencyKeyReused (the key
+    names a message with other content) or Conflict (not connected).
     """
-    return _store(organization, [validated(MessageCreateSerializer, data)])[0]
+    return _store(organization, [validated(MessageCreateSerializer, data)], bulk=False)[0]
 
 
 def message_create_bulk(
@@ -52,12 +54,15 @@ def message_create_bulk(
     and enqueue them.
 
     Errors are reported by index (`messages.<i>.<field>`) and nothing is written. Items whose
-    idempotency key already exists return the existing message (created=False).
+    idempotency key already exists with the same request return the existing message
+    (created=False); one whose key names a message with other content fails the whole request.
     """
-    return _store(organization, validated(MessageBulkSerializer, data)["messages"])
+    return _store(organization, validated(MessageBulkSerializer, data)["messages"], bulk=True)
 
 
-def _store(organization: Organization, cleaned: list[dict[str, Any]]) -> list[tuple[Message, bool]]:
+def _store(
+    organization: Organization, cleaned: list[dict[str, Any]], *, bulk: bool
+) -> list[tuple[Message, bool]]:
     keys = [row["idempotency_key"] for row in cleaned if row["idempotency_key"] is not None]
     for _ in range(2):  # a concurrent request may insert the same key between read and write
         existing = (
@@ -68,6 +73,7 @@ def _store(organization: Organization, cleaned: list[dict[str, Any]]) -> list[tu
             if keys
             else {}
         )
+        _refuse_reused_keys(cleaned, existing, bulk=bulk)
         new_providers = {r["provider"] for r in cleaned if r["idempotency_key"] not in existing}
         integrations = _active_integrations(organization, new_providers)
         try:
@@ -75,6 +81,47 @@ def _store(organization: Organization, cleaned: list[dict[str, Any]]) -> list[tu
         except IntegrityError:
             continue
     raise Conflict("The idempotency key is being used by a concurrent request; try again.")
+
+
+# What makes two requests with one idempotency key the same request (validated, normalized).
+COMPARED_FIELDS = ("provider", "to", "body", "subject", "html")
+
+
+def _refuse_reused_keys(
+    cleaned: list[dict[str, Any]], existing: dict[str, Message], *, bulk: bool
+) -> None:
+    """Raise IdempotencyKeyReused, naming each item, when a key names a different message."""
+    errors: dict[str, list[str]] = {}
+    for index, row in enumerate(cleaned):
+        message = existing.get(row["idempotency_key"])
+        differs = [] if message is None else differing_fields(message, row)
+        if differs:
+            path = f"messages.{index}.idempotency_key" if bulk else "idempotency_key"
+            errors[path] = [
+                f"Already used for message {message.pk} with a different {', '.join(differs)}; "
+                "send a new key for a new message."
+            ]
+    if errors:
+        raise IdempotencyKeyReused(first_error(errors), errors=errors)
+
+
+def differing_fields(message: Message, row: Mapping[str, Any]) -> list[str]:
+    """The COMPARED_FIELDS in which the validated request `row` differs from `message`.
+
+    The row holds what the request was validated into, so it compares directly with the stored
+    columns. A destination stored by an older, laxer check (an email domain not yet lower-cased)
+    is normalized by today's check before it is compared.
+    """
+    differs = [name for name in COMPARED_FIELDS if getattr(message, name) != row[name]]
+    if "to" in differs and message.provider == row["provider"]:
+        rules = SPECS[message.provider].messages
+        try:
+            same = rules is not None and rules.destination(message.to) == row["to"]
+        except ValueError:
+            same = False
+        if same:
+            differs.remove("to")
+    return differs
 
 
 @transaction.atomic

@@ -73,6 +73,14 @@ def admin(cast) -> APIClient:
     return answering(cast["admin"])
 
 
+def reuse_a_key(api: APIClient) -> object:
+    """The same idempotency key again with another body."""
+    api.post("/api/messages/", {**TELEGRAM, "idempotency_key": "k-1"}, format="json")
+    return api.post(
+        "/api/messages/", {**TELEGRAM, "body": "Changed.", "idempotency_key": "k-1"}, format="json"
+    )
+
+
 def strict_webhook_targets(monkeypatch, settings) -> None:
     """A setup step: production SSRF rules (no private webhook targets)."""
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
@@ -211,6 +219,11 @@ CASES = {
         "conflict",
         409,
         lambda c: admin(c).post("/api/messages/", WHATSAPP, format="json"),
+    ),
+    "idempotency_key_reused": (
+        "idempotency_key_reused",
+        409,
+        lambda c: reuse_a_key(admin(c)),
     ),
     "body_too_large": (
         "body_too_large",

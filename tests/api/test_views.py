@@ -264,7 +264,15 @@ BAD_EXTRA = [
     ),
     ("whatsapp", {"account_sid": "AC" + "0" * 32}, "extra.from_whatsapp"),
     ("whatsapp", {**VALID_EXTRA["whatsapp"], "to_whatsapp": "not-a-number"}, "extra.to_whatsapp"),
+    (
+        "whatsapp",
+        {**VALID_EXTRA["whatsapp"], "from_whatsapp": "+15551234567"},
+        "extra.from_whatsapp",
+    ),
+    ("whatsapp", {**VALID_EXTRA["whatsapp"], "to_whatsapp": "+4412"}, "extra.to_whatsapp"),
     ("sendgrid", {}, "extra.from_email"),
+    ("sendgrid", {"from_email": "Acme <noreply@acme.test>"}, "extra.from_email"),
+    ("sendgrid", {"from_email": "a@b.test", "to_email": "ops@localhost"}, "extra.to_email"),
     ("sendgrid", {"from_email": "not-an-email"}, "extra.from_email"),
     ("sendgrid", {"from_email": "a@b.test", "to_email": "x@"}, "extra.to_email"),
     ("telegram", {"chat_id": "hello world"}, "extra.chat_id"),
@@ -294,7 +302,7 @@ GOOD_EXTRA = [
         {
             **VALID_EXTRA["whatsapp"],
             "from_whatsapp": "whatsapp:+14155238886",
-            "to_whatsapp": "whatsapp:+15551234567",
+            "to_whatsapp": "whatsapp:+14155550100",
         },
     ),
     ("sendgrid", {"from_email": "a@b.test", "from_name": "Acme", "to_email": "c@d.test"}),
@@ -309,6 +317,29 @@ GOOD_EXTRA = [
 def test_valid_extra_variants_are_accepted(cast, client_for, provider, extra):
     response = connect_api(client_for(cast["admin"]), provider, extra=extra)
     assert response.status_code == 200, response.content
+
+
+NORMALIZED_EXTRA = [
+    (
+        "whatsapp",
+        {**VALID_EXTRA["whatsapp"], "from_whatsapp": "whatsapp:+1 415 523 8886"},
+        {"from_whatsapp": "+14155238886"},
+    ),
+    (
+        "sendgrid",
+        {"from_email": "NoReply@Acme.TEST", "to_email": " Ops@ACME.test "},
+        {"from_email": "NoReply@acme.test", "to_email": "Ops@acme.test"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("provider", "extra", "stored"), NORMALIZED_EXTRA)
+def test_extra_recipients_are_stored_normalized(cast, client_for, provider, extra, stored):
+    response = connect_api(client_for(cast["admin"]), provider, extra=extra)
+
+    assert response.status_code == 200, response.content
+    saved = Integration.objects.get(provider=provider).extra
+    assert {name: saved[name] for name in stored} == stored
 
 
 @pytest.mark.parametrize(
@@ -451,7 +482,7 @@ PROBE_SAYS = {
 }
 
 DESTINATIONS = {
-    "whatsapp": {"to_whatsapp": "+15551234567"},
+    "whatsapp": {"to_whatsapp": "+14155550100"},
     "sendgrid": {"to_email": "ops@acme.test"},
     "telegram": {"chat_id": "4242"},
 }

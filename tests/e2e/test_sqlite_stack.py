@@ -22,7 +22,7 @@ FERNET_KEY = "x8bJ4h9pTQ2mD6qWz1yV3nR5sK7uL0aC9eF2gH4iJ6k="
 BULK = 1000
 CREATE_ADMIN = ("create_member", "--org", "demo", "--username", "a", "--role", "admin")
 DESTINATIONS = {
-    "whatsapp": "+15551234567",
+    "whatsapp": "+14155550100",
     "sendgrid": "someone@example.test",
     "instagram": "1234567890",
 }

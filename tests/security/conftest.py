@@ -15,7 +15,7 @@ from shared.services.bookings import booking_event_id
 from tests.factories import SANDBOX_ACCOUNTS, connect, point_providers_at
 
 DESTINATION = {
-    "whatsapp": "+15551234567",
+    "whatsapp": "+14155550100",
     "sendgrid": "ops@acme.test",
     "telegram": "4242",
     "instagram": "1234567890",

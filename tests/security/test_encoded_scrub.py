@@ -72,7 +72,7 @@ def test_a_provider_error_echoing_the_token_encoded_leaves_nothing_in_last_error
         organization=org.org,
         integration=org.org.integrations.get(provider="whatsapp"),
         provider="whatsapp",
-        to="+15551234567",
+        to="+14155550100",
         body="hello",
     )
 

@@ -21,7 +21,7 @@ REJECTED = {p: t.replace("cnry", "rjct") for p, t in CANARY.items()}
 CIPHERTEXT = ("shared_integration", "token_encrypted")
 
 TEST_DESTINATION = {
-    "whatsapp": {"to_whatsapp": "+15551234567"},
+    "whatsapp": {"to_whatsapp": "+14155550100"},
     "sendgrid": {"to_email": "ops@acme.test"},
     "telegram": {"chat_id": "4242"},
 }

@@ -62,11 +62,11 @@ def test_bad_extra_is_refused_naming_the_field(provider, extra, field):
 
 
 def test_partial_extra_may_leave_out_required_fields():
-    assert validate_extra("whatsapp", {"to_whatsapp": "+15551234567"}, partial=True) == {
-        "to_whatsapp": "+15551234567"
+    assert validate_extra("whatsapp", {"to_whatsapp": "+14155550100"}, partial=True) == {
+        "to_whatsapp": "+14155550100"
     }
     with pytest.raises(ValidationFailed):
-        validate_extra("whatsapp", {"to_whatsapp": "+15551234567"})
+        validate_extra("whatsapp", {"to_whatsapp": "+14155550100"})
 
 
 def test_extra_is_normalised_and_calendar_defaults_to_primary():

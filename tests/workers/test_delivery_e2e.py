@@ -22,7 +22,7 @@ from tests.workers.conftest import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 DESTINATIONS = {
-    "whatsapp": "+15551234567",
+    "whatsapp": "+14155550100",
     "sendgrid": "someone@example.test",
     "telegram": "4242",
     "instagram": "1234567890",
@@ -175,7 +175,7 @@ def test_reused_idempotency_key_sends_exactly_once(stack, sandbox_client, org):
 
 def test_broker_payloads_hold_ids_only(stack, sandbox_client, org, broker):
     connect_all(sandbox_client, org, ["whatsapp", "telegram"])
-    ids = [send_message(org, "whatsapp", "+15551234567", f"m{i}").pk for i in range(3)]
+    ids = [send_message(org, "whatsapp", "+14155550100", f"m{i}").pk for i in range(3)]
 
     raw = broker.lrange("corbi", 0, -1)
     assert len(raw) == 3

@@ -19,7 +19,7 @@ VERIFY = "e2e-verify-token"
 
 # (provider, destination, the status its receipts must end at, provider statuses it records)
 CASES = [
-    ("whatsapp", "+15551234567", S.DELIVERED, {"sent", "delivered"}),
+    ("whatsapp", "+14155550100", S.DELIVERED, {"sent", "delivered"}),
     ("whatsapp", "+15005550005", S.READ, {"sent", "delivered", "read"}),
     ("whatsapp", "+15005550007", S.READ, {"sent", "delivered", "read"}),  # reversed order
     ("whatsapp", "+15005550008", S.READ, {"sent", "delivered", "read"}),  # every callback twice
