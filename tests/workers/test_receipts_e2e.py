@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.models import Message, MessageStatus
+from shared.models import Message, MessageEvent, MessageStatus
 from shared.receipts.urls import receipts_url
 from shared.services.integrations import integration_connect
 from shared.services.messages import send_message
@@ -71,9 +71,15 @@ def test_each_provider_s_receipts_reach_the_message_in_order_once(stack, sandbox
 
     def settled() -> bool:
         statuses = dict(Message.objects.values_list("pk", "status"))
-        return all(statuses[m.pk] == final for m, final, _ in sent)
+        recorded: dict[int, set[str]] = {}
+        for pk, name in MessageEvent.objects.values_list("message_id", "provider_status"):
+            recorded.setdefault(pk, set()).add(name)
+        return all(
+            statuses[m.pk] == final and recorded.get(m.pk, set()) == seen for m, final, seen in sent
+        )
 
-    wait_for(settled, 90, "every message at the status its receipts say")
+    # Out of order, the final status can come before the last receipt: wait for both.
+    wait_for(settled, 90, "every message at its final status with all its receipts recorded")
 
     for message, final, seen in sent:
         message.refresh_from_db()
