@@ -74,7 +74,7 @@ class Receiver:
         )
         if r.status_code != 201:
             raise RuntimeError(f"endpoint create -> {r.status_code}: {r.text[:300]}")
-        return int(r.json()["id"])
+        return int(r.json()["endpoint"]["id"])
 
     def delete(self, endpoint_id: int) -> None:
         r = http_session().delete(
@@ -82,7 +82,7 @@ class Receiver:
             headers=self.ctx.headers(),
             timeout=30,
         )
-        if r.status_code != 204:
+        if r.status_code not in (200, 204):
             raise RuntimeError(f"endpoint delete -> {r.status_code}: {r.text[:300]}")
 
     def stop(self) -> None:

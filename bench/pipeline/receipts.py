@@ -76,7 +76,7 @@ def outcome_mix(outcomes: Counter[str]) -> str:
 
 def table(rows: list[Row], noop: Row, send_rate: float, clients: int) -> list[str]:
     lines = [
-        "| run | clients | requests | receipts | req/s | receipts/s | req/s vs no-op "
+        "| run | clients | requests | receipts | req/s | receipts/s | receipts/s ÷ no-op req/s "
         "| receipts/s ÷ send msg/s | p50 ms | p99 ms | gunicorn CPU ms/receipt | outcomes "
         "| errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -88,7 +88,7 @@ def table(rows: list[Row], noop: Row, send_rate: float, clients: int) -> list[st
             f"| {row.label} | {clients} | {lo.requests} "
             f"| {'—' if is_noop else lo.requests * row.receipts_per_request} | {lo.rate:.0f} "
             f"| {'—' if is_noop else f'{row.receipts_rate:.0f}'} "
-            f"| {lo.rate / noop.loaded.rate:.2f} "
+            f"| {row.receipts_rate / noop.loaded.rate:.2f} "
             f"| {'—' if is_noop else f'{row.receipts_rate / send_rate:.2f}'} "
             f"| {pct(lo.latencies, 0.5):.1f} | {pct(lo.latencies, 0.99):.1f} "
             f"| {row.gunicorn_ms:.2f} | {'—' if is_noop else outcome_mix(lo.outcomes)} "
