@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma-separated sections to run (api,throughput,batch,scaling,queries,memory,"
-        "ratelimits,events,receipts); default all",
+        "ratelimits,events,receipts); default all. Replaces only those sections in RESULTS.md",
     )
     return parser.parse_args(argv)
 
@@ -70,7 +70,7 @@ class Sizes:
         self.inprocess_n = 100 if quick else 500
         self.scale_procs = (1, 2) if quick else (1, 2, 4)
         self.batch_sizes = (1, 25) if quick else (1, 5, 25, 100)
-        self.event_reps = 1 if quick else 2
+        self.event_reps = 1 if quick else 3
         self.receipts = 300 if quick else 2000
         self.sendgrid_batches = 6 if quick else 40
 
@@ -165,5 +165,5 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # best effort on the way out
             pass
     runtime = time.monotonic() - began
-    write_results(sections, argv if argv is not None else sys.argv[1:], runtime)
+    write_results(sections, argv if argv is not None else sys.argv[1:], runtime, bool(args.only))
     return 0
