@@ -1,4 +1,4 @@
-"""Delivery pipeline benchmark: bare Celery vs the pipeline, API enqueue, rate limits, events, receipts.
+"""Delivery pipeline benchmark: bare Celery vs the pipeline, API, rate limits, events, receipts.
 
     .venv/bin/python -m bench.pipeline [--messages N] [--quick] [--only events,receipts]
 

@@ -227,8 +227,8 @@ def events_tables(
         "",
         *delivery_table(bare, alone),
         "",
-        f"Send rate with no endpoint vs one endpoint subscribed to `message.sent` (N {pairs[0][0].n} "
-        "each, alternating):",
+        "Send rate with no endpoint vs one endpoint subscribed to `message.sent` "
+        f"(N {pairs[0][0].n} each, alternating):",
         "",
         *rows,
         "",

@@ -122,10 +122,10 @@ def section_receipts(
         "path and query; SendGrid ECDSA P-256 over timestamp + body with a key generated here, "
         "its public key stored as `extra.event_webhook_public_key`). Each receipt names a "
         "distinct `sent` message inserted beforehand; no webhook endpoint exists, so the events "
-        f"code adds one SELECT per applied receipt. Send msg/s = {send_rate:.0f}: the pipeline with no "
-        "endpoint in the events section of this run (median of its runs, 1 worker process); a "
-        "WhatsApp "
-        "or SendGrid message typically brings 2-4 receipts (sent/processed, delivered, read/open), "
-        "so a ratio ≥ 3 keeps pace with a full-speed send.",
+        "code adds one SELECT per applied receipt. "
+        f"Send msg/s = {send_rate:.0f}: the pipeline with no endpoint in the events section of "
+        "this run (median of its runs, 1 worker process); a WhatsApp or SendGrid message "
+        "typically brings 2-4 receipts (sent/processed, delivered, read/open), so a ratio ≥ 3 "
+        "keeps pace with a full-speed send.",
     ]
     return "\n".join(lines), rc
