@@ -1,6 +1,6 @@
-"""Delivery pipeline benchmark: bare Celery vs the full pipeline, API enqueue, rate-limit accuracy.
+"""Delivery pipeline benchmark: bare Celery vs the pipeline, API, rate limits, events, receipts.
 
-    .venv/bin/python -m bench.pipeline [--messages N] [--quick]
+    .venv/bin/python -m bench.pipeline [--messages N] [--quick] [--only events,receipts]
 
 Starts (and always stops) its own sandbox (--latency-ms 100), gunicorn, Celery workers, a
 dedicated Postgres database (corbi_bench, dropped and recreated) and Redis db 13 (flushed).
@@ -8,5 +8,7 @@ Prints Markdown tables of ratios and rates and writes them to bench/RESULTS.md. 
 nothing about wall time.
 Parts: config, stack (processes, the bench org), runs (one throughput run), throughput (grid,
 batch sizes, scaling, CPU), inprocess (CPU and queries per delivery), memory, api (enqueue),
-ratelimits, report, run (main).
+ratelimits, events (deliveries/s, send rate with an endpoint) with receiver (the endpoint's
+server), receipts with signed (signed receipts through gunicorn), eventsql (statements the
+events code adds), report, run (main).
 """

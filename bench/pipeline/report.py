@@ -11,7 +11,30 @@ from bench.pipeline.config import DB_NAME, LATENCY_MS
 from devtools.procs import ROOT
 
 
-def write_results(sections: list[tuple[str, str]], argv: list[str], runtime: float) -> None:
+def merge(old: str, sections: list[tuple[str, str]], note: str) -> str:
+    """`old` (a RESULTS.md) with `sections` replacing those of the same title (or appended),
+    each marked with `note`: a run of some sections keeps the others' figures."""
+    head, *blocks = old.split("\n## ")
+    kept = dict(block.split("\n", 1) for block in blocks)
+    for title, body in sections:
+        kept[title] = f"\n{body}\n\n{note}\n"
+    return "\n## ".join([head, *(f"{title}\n{body}" for title, body in kept.items())])
+
+
+def write_results(
+    sections: list[tuple[str, str]], argv: list[str], runtime: float, partial: bool = False
+) -> None:
+    out = ROOT / "bench" / "RESULTS.md"
+    command = " ".join([".venv/bin/python -m bench.pipeline", *argv])
+    if partial and out.exists():
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        note = (
+            f"_This section was re-run alone: {when}, `{command}`, {runtime:.0f} s; the other "
+            "sections come from the run in the header._"
+        )
+        out.write_text(merge(out.read_text(), sections, note))
+        print(f"updated {len(sections)} section(s) of {out.relative_to(ROOT)}")
+        return
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     text = [
         "# Delivery pipeline benchmark",
@@ -19,7 +42,7 @@ def write_results(sections: list[tuple[str, str]], argv: list[str], runtime: flo
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- `uname -a`: `{uname}`",
         f"- nproc: {os.cpu_count()}; Python {platform.python_version()}",
-        f"- command: `{' '.join(['.venv/bin/python -m bench.pipeline', *argv])}`",
+        f"- command: `{command}`",
         f"- run time: {runtime:.0f} s; sandbox `--latency-ms {LATENCY_MS}`; Postgres db "
         f"`{DB_NAME}`, Redis db 13; gunicorn `-w 2 --threads 4`",
         "",
@@ -40,7 +63,6 @@ def write_results(sections: list[tuple[str, str]], argv: list[str], runtime: flo
     ]
     for title, body in sections:
         text += [f"## {title}", "", body, ""]
-    out = ROOT / "bench" / "RESULTS.md"
     out.write_text("\n".join(text))
     print("\n".join(text))
     print(f"wrote {out.relative_to(ROOT)}")

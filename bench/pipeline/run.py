@@ -12,9 +12,12 @@ import bench.pipeline
 from bench.common import free_port
 from bench.pipeline.api import section_api
 from bench.pipeline.config import LATENCY_MS
+from bench.pipeline.events import section_events
+from bench.pipeline.eventsql import section_sql
 from bench.pipeline.inprocess import section_queries
 from bench.pipeline.memory import section_memory
 from bench.pipeline.ratelimits import section_rate_limits
+from bench.pipeline.receipts import section_receipts
 from bench.pipeline.report import write_results
 from bench.pipeline.stack import PROCS, Ctx, bench_org, gunicorn, make_env, setup
 from bench.pipeline.throughput import (
@@ -44,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-procs", type=int, default=1, help="worker processes in the memory section (1)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny N, two grid rows")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections to run (api,throughput,batch,scaling,queries,memory,"
+        "ratelimits,events,receipts); default all. Replaces only those sections in RESULTS.md",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,28 +70,64 @@ class Sizes:
         self.inprocess_n = 100 if quick else 500
         self.scale_procs = (1, 2) if quick else (1, 2, 4)
         self.batch_sizes = (1, 25) if quick else (1, 5, 25, 100)
+        self.event_reps = 1 if quick else 3
+        self.receipts = 300 if quick else 2000
+        self.sendgrid_batches = 6 if quick else 40
 
 
 def run_sections(ctx: Ctx, args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
     s = Sizes(args)
-    add("(c) API enqueue (worker stopped)", section_api(ctx, s.api_requests, s.bulk_requests))
-    add(
-        f"(a)/(b) Bare Celery vs full pipeline (sandbox latency {LATENCY_MS} ms)",
-        section_throughput(ctx, s.n, args.quick),
-    )
-    add("DELIVERY_BATCH_SIZE (ids per delivery task)", section_batch_sizes(ctx, s.n, s.batch_sizes))
-    scaling, one = section_scaling(ctx, s.n, s.scale_procs)
-    add(f"Scaling (worker processes, sandbox latency {LATENCY_MS} ms)", scaling)
-    add("CPU per delivered message", section_cpu(ctx, one, s.inprocess_n))
-    add("Per-delivery work (in-process, evidence)", section_queries(ctx))
-    add(
-        f"Memory (worker RSS over {s.mem_first + s.mem_more:,} deliveries)",
-        section_memory(ctx, s.mem_first, s.mem_more, args.memory_procs),
-    )
-    add(
-        f"(d) Rate-limit accuracy (instagram, 2x demand for {s.rl_seconds:.0f} s)",
-        section_rate_limits(ctx, s.rl_seconds),
-    )
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    if want("api"):
+        add("(c) API enqueue (worker stopped)", section_api(ctx, s.api_requests, s.bulk_requests))
+    if want("throughput"):
+        add(
+            f"(a)/(b) Bare Celery vs full pipeline (sandbox latency {LATENCY_MS} ms)",
+            section_throughput(ctx, s.n, args.quick),
+        )
+    if want("batch"):
+        add(
+            "DELIVERY_BATCH_SIZE (ids per delivery task)",
+            section_batch_sizes(ctx, s.n, s.batch_sizes),
+        )
+    if want("scaling"):
+        scaling, one = section_scaling(ctx, s.n, s.scale_procs)
+        add(f"Scaling (worker processes, sandbox latency {LATENCY_MS} ms)", scaling)
+        add("CPU per delivered message", section_cpu(ctx, one, s.inprocess_n))
+    if want("queries"):
+        add("Per-delivery work (in-process, evidence)", section_queries(ctx))
+    if want("memory"):
+        add(
+            f"Memory (worker RSS over {s.mem_first + s.mem_more:,} deliveries)",
+            section_memory(ctx, s.mem_first, s.mem_more, args.memory_procs),
+        )
+    if want("ratelimits"):
+        add(
+            f"(d) Rate-limit accuracy (instagram, 2x demand for {s.rl_seconds:.0f} s)",
+            section_rate_limits(ctx, s.rl_seconds),
+        )
+    if want("events") or want("receipts"):
+        run_events_and_receipts(ctx, s, add)
+
+
+def run_events_and_receipts(ctx: Ctx, s: Sizes, add: Callable[[str, str], None]) -> None:
+    """Events out (which measures the send rate without an endpoint), then receipts in next to
+    it, then the SQL the events code adds."""
+    body, receiver, send_rate = section_events(ctx, s.n, s.event_reps)
+    try:
+        add(f"(e) Events out: deliveries/s and the send rate with an endpoint (N {s.n})", body)
+        body, receipts = section_receipts(ctx, s.receipts, s.sendgrid_batches, send_rate)
+        add("(f) Receipts in: signed provider receipts through gunicorn", body)
+        add(
+            "(e)/(f) SQL the events code adds (in-process, evidence)",
+            section_sql(ctx, receipts, receiver.url),
+        )
+    finally:
+        receiver.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with SandboxProcess(latency_ms=LATENCY_MS) as sandbox:
-            env = make_env(sandbox.url)
+            port = free_port()
+            env = make_env(sandbox.url, f"http://127.0.0.1:{port}")
             setup(env)
-            with gunicorn(env, free_port()) as (base, gunicorn_pid):
+            with gunicorn(env, port) as (base, gunicorn_pid):
                 ctx = Ctx(env, sandbox, base)
                 ctx.gunicorn_pid = gunicorn_pid
                 ctx.redis.flushdb()
@@ -119,5 +165,5 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # best effort on the way out
             pass
     runtime = time.monotonic() - began
-    write_results(sections, argv if argv is not None else sys.argv[1:], runtime)
+    write_results(sections, argv if argv is not None else sys.argv[1:], runtime, bool(args.only))
     return 0

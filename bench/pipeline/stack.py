@@ -32,7 +32,9 @@ def worker_cmd(app: str, pool: str, concurrency: int, prefetch: int, hostname: s
     )
 
 
-def make_env(sandbox_url: str) -> dict[str, str]:
+def make_env(sandbox_url: str, public_base_url: str) -> dict[str, str]:
+    """The stack's environment; PUBLIC_BASE_URL is the bench's gunicorn (receipt signatures
+    cover it) and webhook endpoints may be plain http on 127.0.0.1 (the events section)."""
     return commands.stack_env(
         fernet_key=Fernet.generate_key().decode(),
         database_url=f"{PG}/{DB_NAME}",
@@ -40,6 +42,9 @@ def make_env(sandbox_url: str) -> dict[str, str]:
         sandbox_url=sandbox_url,
         LOG_LEVEL="WARNING",
         BENCH_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
+        PUBLIC_BASE_URL=public_base_url,
+        WEBHOOK_ALLOW_HTTP="1",
+        WEBHOOK_ALLOW_PRIVATE_TARGETS="1",
     )
 
 
