@@ -81,11 +81,16 @@ def _find(integrations: Sequence[Integration], ref: MessageRef) -> list[int]:
 
 
 def _record(message_id: int, receipt: Receipt) -> Outcome:
+    event_id = receipt.provider_event_id[:300]
+    seen = MessageEvent.objects.filter(message_id=message_id, provider_event_id=event_id)
+    if seen.exists():  # providers repeat themselves: a repeat takes no lock and writes nothing
+        return Outcome.DUPLICATE
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=message_id)
+        outcome, applied = decide(message.status, receipt.status)
         event, created = MessageEvent.objects.get_or_create(
             message=message,
-            provider_event_id=receipt.provider_event_id[:300],
+            provider_event_id=event_id,
             defaults={
                 "organization_id": message.organization_id,
                 "provider": receipt.provider,
@@ -95,24 +100,32 @@ def _record(message_id: int, receipt: Receipt) -> Outcome:
                 "reason": receipt.reason[:500],
                 "occurred_at": receipt.occurred_at,
                 "raw": receipt.raw,
+                "applied": applied,
             },
         )
         if not created:
             return Outcome.DUPLICATE
-        return settle(message, event)
+        if outcome is Outcome.APPLIED:
+            _move(message, event)
+        return outcome
+
+
+def decide(current: str, new: str) -> tuple[Outcome, bool | None]:
+    """What a receipt saying `new` does to a message at `current`, and its `applied` value."""
+    if not new:
+        return Outcome.RECORDED, False
+    if current in NOT_YET_SENT:
+        return Outcome.EARLY, None
+    if moves_forward(current, new):
+        return Outcome.APPLIED, True
+    return Outcome.RECORDED, False
 
 
 def settle(message: Message, event: MessageEvent) -> Outcome:
-    """Apply `event` to `message` (both locked by the caller) if it moves the status forward."""
-    if not event.status:
-        outcome, event.applied = Outcome.RECORDED, False
-    elif message.status in NOT_YET_SENT:
-        outcome, event.applied = Outcome.EARLY, None
-    elif moves_forward(message.status, event.status):
+    """Apply a stored `event` to `message` (both locked by the caller) if it moves forward."""
+    outcome, event.applied = decide(message.status, event.status)
+    if outcome is Outcome.APPLIED:
         _move(message, event)
-        outcome, event.applied = Outcome.APPLIED, True
-    else:
-        outcome, event.applied = Outcome.RECORDED, False
     event.save(update_fields=["applied"])
     return outcome
 
