@@ -23,6 +23,7 @@ from sandbox.testing import SandboxClient
 TAG = "receipts"
 ORG = 98  # the marker's org number of the receipt phase's organization
 RECEIVER_DOWN_SECONDS = 60.0
+SEND_LATENCY_MS = 1500  # the sandbox's answer time for sends during the paced posts
 RATE = 8.0  # extra.rate_limit_per_second of the phase's integrations
 # A short event-out retry schedule (bench/chaos/receipt_settings.py reads it), and a shorter
 # delivery lease so a kill -9 mid-POST is re-sent within the phase.
@@ -191,7 +192,8 @@ def add_endpoint(stack: Stack, org: dict, receiver: EventReceiver) -> None:
 
 # the timeline ----------------------------------------------------------------------------
 def timeline(stack, org, items, receiver, pace, events) -> tuple[list[dict], list]:
-    """(time, action) pairs: paced bulk posts, the receiver's outage, three kill -9s."""
+    """(time, action) pairs: paced bulk posts, the receiver's outage, kill -9s while sends are
+    in flight and one while the retried deliveries flood back in."""
     chunks = max(1, int(pace / 3))
     size = -(-len(items) // chunks)
     actions: list = []
@@ -201,13 +203,20 @@ def timeline(stack, org, items, receiver, pace, events) -> tuple[list[dict], lis
     kills: list[dict] = []
 
     def kill(name: str) -> None:
+        from shared.events.models import EventDelivery
         from shared.models import MessageStatus
 
         sending = phase_rows(TAG).filter(status=MessageStatus.SENDING).count()
+        posting = EventDelivery.objects.filter(
+            event__organization_id=org["org_id"], status="sending"
+        ).count()
         proc = stack.kill_worker(name)
-        kills.append({"time": time.time(), "name": name, "pid": proc.pid, "sending": sending})
+        kills.append(
+            {"time": time.time(), "name": name, "pid": proc.pid, "sending": sending,
+             "posting": posting}
+        )  # fmt: skip
         events.append((time.time(), "kill -9 (receipt phase)", f"{name} pid {proc.pid}; "
-                       f"{sending} rows in sending"))  # fmt: skip
+                       f"{sending} messages sending, {posting} event deliveries sending"))  # fmt: skip
 
     def down() -> None:
         receiver.go_down()
@@ -217,8 +226,10 @@ def timeline(stack, org, items, receiver, pace, events) -> tuple[list[dict], lis
         receiver.come_back()
         events.append((time.time(), "receiver back", f"after {receiver.downtime():.1f} s"))
 
-    actions += [(pace * 0.2, down), (pace * 0.2 + RECEIVER_DOWN_SECONDS, up)]
-    actions += [(pace * f, lambda n=n: kill(n)) for f, n in ((0.3, "w1"), (0.6, "w2"), (0.9, "w1"))]
+    back = pace * 0.2 + RECEIVER_DOWN_SECONDS
+    actions += [(pace * 0.2, down), (back, up)]
+    moments = ((pace * 0.3, "w1"), (pace * 0.6, "w2"), (pace * 0.9, "w1"), (back + 1.5, "w2"))
+    actions += [(at, lambda n=n: kill(n)) for at, n in moments]
     return kills, sorted(actions, key=lambda a: a[0])
 
 
@@ -237,6 +248,9 @@ def receipt_phase(stack: Stack, quick: bool, events: Events, count: int | None =
     sandbox = SandboxClient(stack.sandbox_url)
     sandbox.clear_faults()
     sandbox.configure(**SANDBOX_CONFIG)
+    for provider in ("whatsapp", "sendgrid", "telegram", "instagram"):
+        # slow sends: a kill -9 finds messages in `sending` (re-sent after their lease)
+        sandbox.fault(provider, mode="latency", latency_ms=SEND_LATENCY_MS, seconds=pace + 5)
     since = max((c["seq"] for c in sandbox.callbacks()), default=0)
     org = connect_org(stack, meta)
     receiver = EventReceiver()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.chaos.receipts import RECEIVER_DOWN_SECONDS
+from bench.chaos.receipts import RECEIVER_DOWN_SECONDS, SEND_LATENCY_MS
 
 PROVIDERS = ("whatsapp", "sendgrid", "instagram", "telegram")
 
@@ -11,7 +11,10 @@ def head(phase: dict) -> list[str]:
     env = ", ".join(f"{k}={v}" for k, v in phase["env"].items())
     sandbox = ", ".join(f"{k}={v}" for k, v in phase["sandbox_config"].items())
     settled = f"{phase['settled']:.0f} s" if phase["settled"] is not None else "DEADLINE"
-    kills = ", ".join(f"{k['name']} ({k['sending']} rows sending)" for k in phase["kills"])
+    kills = ", ".join(
+        f"{k['name']} ({k['sending']} messages / {k['posting']} event deliveries sending)"
+        for k in phase["kills"]
+    )
     return [
         "",
         "## Receipts in, events out: duplicated and reordered callbacks, kill -9s, receiver down",
@@ -27,7 +30,8 @@ def head(phase: dict) -> list[str]:
         f"- stack env for the phase: {env} (corbi.settings hard-codes the retry schedule, 5 s, "
         "5 min, 30 min…; bench/chaos/receipt_settings.py reads it from the env so a 60 s "
         "outage does not wait 5 min for the next attempt)",
-        f"- sandbox: {sandbox}",
+        f"- sandbox: {sandbox}; sends answered after {SEND_LATENCY_MS} ms while the posts "
+        "last (so kills find messages in `sending`)",
         f"- worker kill -9s (restarted at once): {len(phase['kills'])}: {kills}",
         f"- receiver down (connections refused): {phase['downtime']:.1f} s in total "
         f"(target {RECEIVER_DOWN_SECONDS:.0f} s)",

@@ -25,7 +25,7 @@ RANK = {
     "processed": 0, "deferred": 1, "bounce": 2, "dropped": 2, "open": 3, "click": 4,
     "delivery": 2, "message_delivery": 2, "read_receipt": 3, "messaging_seen": 3,
 }  # fmt: skip
-RECEIPT_LINE = re.compile(r'^corbi_receipts_total\{provider="(\w+)",outcome="(\w+)"\} (\S+)$')
+LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def rows(org: dict) -> list[dict]:
@@ -116,8 +116,12 @@ def metric_receipts(stack: Stack) -> Counter:
     counts: Counter = Counter()
     r = http_session().get(stack.web + "/metrics", timeout=30)
     for line in r.text.splitlines():
-        if match := RECEIPT_LINE.match(line):
-            counts[(match.group(1), match.group(2))] += int(float(match.group(3)))
+        if line.startswith("corbi_receipts_total{"):
+            labels = dict(LABEL.findall(line.split("}", 1)[0]))
+            key = (labels.get("provider", "?"), labels.get("outcome", "?"))
+            counts[key] += int(float(line.rsplit(" ", 1)[1]))
+    if not counts:
+        counts[("?", f"none in /metrics (HTTP {r.status_code})")] = 0
     return counts
 
 
