@@ -24,6 +24,7 @@ TAG = "receipts"
 ORG = 98  # the marker's org number of the receipt phase's organization
 RECEIVER_DOWN_SECONDS = 60.0
 SEND_LATENCY_MS = 1500  # the sandbox's answer time for sends during the paced posts
+RECEIVER_ANSWER_AFTER = 0.5  # seconds the receiver takes to answer a delivery it recorded
 RATE = 8.0  # extra.rate_limit_per_second of the phase's integrations
 # A short event-out retry schedule (bench/chaos/receipt_settings.py reads it), and a shorter
 # delivery lease so a kill -9 mid-POST is re-sent within the phase.
@@ -253,7 +254,7 @@ def receipt_phase(stack: Stack, quick: bool, events: Events, count: int | None =
         sandbox.fault(provider, mode="latency", latency_ms=SEND_LATENCY_MS, seconds=pace + 5)
     since = max((c["seq"] for c in sandbox.callbacks()), default=0)
     org = connect_org(stack, meta)
-    receiver = EventReceiver()
+    receiver = EventReceiver(answer_after=RECEIVER_ANSWER_AFTER)
     receiver.start()
     add_endpoint(stack, org, receiver)
     planned = plan(count)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.chaos.receipts import RECEIVER_DOWN_SECONDS, SEND_LATENCY_MS
+from bench.chaos.receipts import RECEIVER_ANSWER_AFTER, RECEIVER_DOWN_SECONDS, SEND_LATENCY_MS
 
 PROVIDERS = ("whatsapp", "sendgrid", "instagram", "telegram")
 
@@ -34,7 +34,8 @@ def head(phase: dict) -> list[str]:
         "last (so kills find messages in `sending`)",
         f"- worker kill -9s (restarted at once): {len(phase['kills'])}: {kills}",
         f"- receiver down (connections refused): {phase['downtime']:.1f} s in total "
-        f"(target {RECEIVER_DOWN_SECONDS:.0f} s)",
+        f"(target {RECEIVER_DOWN_SECONDS:.0f} s); while up it records each delivery, then "
+        f"answers {RECEIVER_ANSWER_AFTER} s later (so a kill -9 finds deliveries in flight)",
         f"- every message at its expected status and every event received: {settled} after "
         "the first post",
     ]
@@ -114,6 +115,8 @@ def event_lines(phase: dict) -> list[str]:
         f"{e['posts']} | {e['retried']} | {e['max_attempts']} |",
         "",
         f"- events by type: {types}; EventDelivery rows by status: {states}",
+        f"- messages whose events (in emission order) did not move strictly forward: "
+        f"**{e['backwards']}**",
     ]
     if e["missing_examples"]:
         lines.append(f"- expected pairs never received (first 10): {e['missing_examples']}")
@@ -133,6 +136,8 @@ def receipt_missed(phase: dict) -> list[str]:
             f"receipts: {e['lost']} event(s) lost, {e['expected_missing']} expected event(s) "
             "never received"
         )
+    if e["backwards"]:
+        missed.append(f"receipts: {e['backwards']} message(s) announced a status going back")
     if e["bad_signatures"]:
         missed.append(f"receipts: {e['bad_signatures']} signature failure(s) at the receiver")
     if phase["downtime"] < RECEIVER_DOWN_SECONDS - 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 from bench.chaos.receiver import EventReceiver
 from bench.chaos.stack import Stack
@@ -149,6 +150,21 @@ def callback_stats(stack: Stack, since: int) -> dict[str, Counter]:
     return dict(stats)
 
 
+STATUS_RANK = {"sent": 1, "delivered": 2, "undelivered": 3, "bounced": 3, "read": 4, "failed": 5}
+
+
+def backwards(org: dict) -> int:
+    """Messages whose message.* events, in the order they were emitted, do not move strictly
+    forward (a status announced again, or a lower one after a higher one)."""
+    from shared.events.models import Event
+
+    seen: dict[int, list[int]] = defaultdict(list)
+    events = Event.objects.filter(organization_id=org["org_id"], type__startswith="message.")
+    for data in events.order_by("created_at", "pk").values_list("data", flat=True):
+        seen[data["message_id"]].append(STATUS_RANK.get(data["status"], 0))
+    return sum(any(b <= a for a, b in pairwise(r)) for r in seen.values())
+
+
 def event_stats(org: dict, messages: list[dict], expected: dict, receiver: EventReceiver) -> dict:
     from shared.events.models import EventDelivery
 
@@ -158,6 +174,7 @@ def event_stats(org: dict, messages: list[dict], expected: dict, receiver: Event
     missing = expected_pairs(messages, expected) - received_pairs(events)
     return {
         "emitted": len(emitted),
+        "backwards": backwards(org),
         "emitted_by_type": Counter(deliveries.values_list("event__type", flat=True)),
         "received_unique": len(received),
         "lost": len(emitted - set(received)),

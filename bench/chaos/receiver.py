@@ -18,7 +18,10 @@ from devtools.procs import free_port
 class EventReceiver:
     """Counts every delivery per event id; a failed verification is answered 400 and counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_after: float = 0.0) -> None:
+        # a slow receiver: records the event, then answers `answer_after` s later, so a kill -9
+        # finds deliveries in flight that were already received (at-least-once duplicates)
+        self.answer_after = answer_after
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hooks/corbi"
         self.secret = ""
@@ -61,6 +64,7 @@ class EventReceiver:
             self.posts += 1
             self.received[event["id"]] += 1
             self.events.setdefault(event["id"], event)
+        time.sleep(self.answer_after)
         return 204
 
     # up and down -------------------------------------------------------------------------
