@@ -271,7 +271,7 @@ def receipt_phase(stack: Stack, quick: bool, events: Events, count: int | None =
         settled = None
     time.sleep(3)  # late duplicates
     log(f"receipt phase: {'settled' if settled else 'DEADLINE'}; logs in {LOG_DIR}")
-    figures = collect(stack, org, expected, receiver, since)
+    figures = collect(stack, org, TAG, expected, receiver, since)
     return {
         **figures,
         "count": count,

@@ -92,6 +92,13 @@ def receipt_lines(phase: dict) -> list[str]:
         for p, c in phase["callbacks"].items()
     }
     lines.append(f"- sandbox webhook outcomes: {outs}")
+    sends = phase["sends"]
+    foreign = ", ".join(f"{k} {v}" for k, v in sorted(sends["foreign"].items())) or "none"
+    lines.append(
+        f"- messages the sandbox accepted more than once (a kill -9 between its answer and our "
+        f"record): {sends['resent']} ({sends['extra_sends']} extra sends); receipts stored on a "
+        f"message naming another send's provider id: {foreign}"
+    )
     lines.append(
         f"- receipts kept unmatched at the end (UnmatchedReceipt rows): "
         f"{phase['receipts']['unmatched_left']}"

@@ -7,6 +7,7 @@ import re
 from collections import Counter, defaultdict
 from itertools import pairwise
 
+from bench.chaos.phases import sandbox_calls
 from bench.chaos.receiver import EventReceiver
 from bench.chaos.stack import Stack
 from devtools.commands import http_session
@@ -112,6 +113,28 @@ def receipt_rows(org: dict, wrong: list[dict]) -> dict:
     }
 
 
+def other_sends(org: dict, tag: str, stack: Stack) -> dict:
+    """Sends the sandbox accepted more than once (a kill -9 between the provider's answer and
+    our record of it), and receipts stored on a message that name a provider id other than the
+    one the message recorded (the receipts of such an orphaned send), by `applied`."""
+    from shared.models import MessageEvent
+
+    _, accepted, _ = sandbox_calls(stack, tag)
+    foreign: Counter = Counter()
+    events = MessageEvent.objects.filter(organization_id=org["org_id"])
+    for raw, recorded, applied in events.values_list(
+        "raw", "message__provider_message_id", "applied"
+    ):
+        pid = raw.get("MessageSid") or raw.get("mid") or str(raw.get("sg_message_id", ""))
+        if pid and recorded and pid.split(".")[0] != recorded:
+            foreign[{True: "applied", False: "not moved", None: "waiting"}[applied]] += 1
+    return {
+        "resent": sum(n > 1 for n in accepted.values()),
+        "extra_sends": sum(max(0, n - 1) for n in accepted.values()),
+        "foreign": foreign,
+    }
+
+
 def metric_receipts(stack: Stack) -> Counter:
     """corbi_receipts_total by (provider, outcome), from GET /metrics."""
     counts: Counter = Counter()
@@ -191,7 +214,9 @@ def event_stats(org: dict, messages: list[dict], expected: dict, receiver: Event
     }
 
 
-def collect(stack: Stack, org: dict, expected: dict, receiver: EventReceiver, since: int) -> dict:
+def collect(
+    stack: Stack, org: dict, tag: str, expected: dict, receiver: EventReceiver, since: int
+) -> dict:
     messages = rows(org)
     table, wrong = status_table(messages, expected)
     return {
@@ -200,6 +225,7 @@ def collect(stack: Stack, org: dict, expected: dict, receiver: EventReceiver, si
         "rows": len(messages),
         "receipts": receipt_rows(org, wrong),
         "metrics": metric_receipts(stack),
+        "sends": other_sends(org, tag, stack),
         "callbacks": callback_stats(stack, since),
         "events": event_stats(org, messages, expected, receiver),
     }
