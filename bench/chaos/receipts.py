@@ -192,7 +192,14 @@ def add_endpoint(stack: Stack, org: dict, receiver: EventReceiver) -> None:
 
 
 # the timeline ----------------------------------------------------------------------------
-def timeline(stack, org, items, receiver, pace, events) -> tuple[list[dict], list]:
+def timeline(
+    stack: Stack,
+    org: dict,
+    items: list[dict],
+    receiver: EventReceiver,
+    pace: float,
+    events: Events,
+) -> tuple[list[dict], list]:
     """(time, action) pairs: paced bulk posts, the receiver's outage, kill -9s while sends are
     in flight and one while the retried deliveries flood back in."""
     chunks = max(1, int(pace / 3))
