@@ -10,6 +10,7 @@ import platform
 from bench.chaos import config
 from bench.chaos.config import LATENCY_MS, PROVIDERS, SETTINGS_ENV, sandbox_rate
 from bench.chaos.phases_report import phase_lines
+from bench.chaos.receipts_report import receipt_section
 from bench.chaos.scenario import Chaos
 from bench.chaos.stack import Stack
 from bench.chaos.workload import Events
@@ -22,7 +23,8 @@ FAULT_LABELS = {
 TARGETS_MET = (
     "- all met: 0 lost, duplicates <= in-flight and visible, recovery <= 120 s, never above "
     "the limit; Redis outages: 0 lost, 0 worker exits; crash count: 0 messages failed "
-    "without a provider call; 0 unexpected worker or beat exits"
+    "without a provider call; 0 unexpected worker or beat exits; receipts: 0 messages in a "
+    "wrong status, 0 events lost to the receiver down for 60 s, 0 signature failures"
 )
 
 
@@ -230,6 +232,37 @@ def report(
     more, more_missed = phase_lines(phases, stack)
     lines += more
     missed += more_missed
+    if phases.get("receipts"):
+        more, more_missed = receipt_section(phases["receipts"])
+        lines += more
+        missed += more_missed
     lines += ["", "## Targets", ""]
     lines += [f"- MISSED: {m}" for m in missed] or [TARGETS_MET]
+    return "\n".join(lines) + "\n", missed
+
+
+def receipts_report(
+    args: argparse.Namespace, phases: dict, events: Events, t0_wall: float, timing: dict
+) -> tuple[str, list[str]]:
+    """`--receipts-only`: the receipt phase's section alone."""
+    load = os.getloadavg()
+    lines = [
+        "# Chaos run: receipt phase only",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+        f"- nproc: {os.cpu_count()}; load average at start {timing['load_start']}, at end "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"- command: `python -m bench.chaos --receipts-only{' --quick' if args.quick else ''}` "
+        f"(setup {timing['setup']:.0f} s, total {timing['total']:.0f} s)",
+    ]
+    lines += scenario_log(events, t0_wall)
+    missed: list[str] = []
+    if phases.get("receipts"):
+        more, missed = receipt_section(phases["receipts"])
+        lines += more
+    for reason in phases.get("not_run", []):
+        lines.append(f"- NOT RUN: {reason}")
+        missed.append(f"phase not run: {reason}")
+    lines += ["", "## Targets", ""]
+    lines += [f"- MISSED: {m}" for m in missed] or ["- all met"]
     return "\n".join(lines) + "\n", missed

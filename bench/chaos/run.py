@@ -15,7 +15,8 @@ from bench.chaos import config
 from bench.chaos.analysis import analyse, leak_check
 from bench.chaos.config import DB_NAME, LOG_DIR, PROVIDERS, log
 from bench.chaos.phases import run_phases
-from bench.chaos.report import report
+from bench.chaos.receipts import receipt_phase
+from bench.chaos.report import receipts_report, report
 from bench.chaos.scenario import Chaos, plan
 from bench.chaos.stack import Stack, setup_django
 from bench.chaos.workload import Enqueuer, Events, make_orgs
@@ -28,12 +29,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.chaos", description=(bench.chaos.__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--messages", type=int, default=None)
-    parser.add_argument("--orgs", type=int, default=20)
+    parser.add_argument("--orgs", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--receipts-only",
+        action="store_true",
+        help="set the stack up and run only the receipt phase (report to var/chaos/RECEIPTS.md)",
+    )
+    parser.add_argument("--receipt-messages", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--rate-limit", type=float, default=config.RATE_LIMIT)
-    parser.add_argument("--output", default=str(ROOT / "bench" / "CHAOS.md"))
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
+    if args.orgs is None:
+        args.orgs = 1 if args.receipts_only else 20
+    if args.output is None:
+        args.output = str(
+            LOG_DIR / "RECEIPTS.md" if args.receipts_only else ROOT / "bench" / "CHAOS.md"
+        )
     if args.messages is None:
         args.messages = 1000 if args.quick else 5000
     if args.seed is None:
@@ -139,6 +152,7 @@ class ChaosRun:
         log("collecting results")
         res = analyse(self.stack, chaos, deadline_hit, self.args.messages)
         phases = run_phases(self.stack, self.orgs, self.args.quick, self.events)
+        self.receipts(phases)
         leaks = leak_check([*self.orgs, *([phases["crash"]["org"]] if "crash" in phases else [])])
         self.timing["total"] = time.monotonic() - self.started
         text, missed = report(
@@ -146,6 +160,27 @@ class ChaosRun:
         )
         if enq.errors:
             text += f"\nBulk requests retried: {dict(enq.errors)}\n"
+        print(text, flush=True)
+        Path(self.args.output).write_text(text)
+        log(f"wrote {self.args.output}; {'targets missed' if missed else 'all targets met'}")
+        return 1 if missed else 0
+
+    def receipts(self, phases: dict) -> None:
+        """The receipt phase (after the others); a phase that cannot run fails the run."""
+        log("phase: receipts in, events out")
+        try:
+            phases["receipts"] = receipt_phase(
+                self.stack, self.args.quick, self.events, self.args.receipt_messages
+            )
+        except RuntimeError as exc:
+            phases.setdefault("not_run", []).append(f"receipts: {exc}")
+
+    def receipts_only(self) -> int:
+        phases: dict = {"not_run": []}
+        self.t0_wall = time.time()
+        self.receipts(phases)
+        self.timing["total"] = time.monotonic() - self.started
+        text, missed = receipts_report(self.args, phases, self.events, self.t0_wall, self.timing)
         print(text, flush=True)
         Path(self.args.output).write_text(text)
         log(f"wrote {self.args.output}; {'targets missed' if missed else 'all targets met'}")
@@ -184,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     run = ChaosRun(args)
     try:
         run.setup()
+        if args.receipts_only:
+            return run.receipts_only()
         enq, chaos, t0 = run.start_load()
         deadline_hit = run.drain(enq, chaos, t0)
         run.timing["enqueue"] = run.pace
