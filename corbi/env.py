@@ -68,6 +68,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_floats(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """The variable as comma-separated positive numbers (at least one)."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        numbers = tuple(float(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        numbers = ()
+    if not numbers or any(not n > 0 for n in numbers):
+        raise ImproperlyConfigured(f"{name} must be comma-separated positive numbers of seconds.")
+    return numbers
+
+
 def require_fernet_keys(name: str) -> tuple[str, ...]:
     """Comma-separated Fernet keys (first encrypts, all decrypt); raise naming `name`, never a value."""
     raw = os.environ.get(name, "")

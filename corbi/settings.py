@@ -11,6 +11,7 @@ import dj_database_url
 from corbi.env import (
     env_bool,
     env_float,
+    env_floats,
     env_int,
     env_list,
     env_str,
@@ -281,8 +282,11 @@ if WEBHOOK_LEASE_SECONDS <= 3 * WEBHOOK_TIMEOUT_SECONDS:
 WEBHOOK_SECRET_GRACE_SECONDS = env_int("WEBHOOK_SECRET_GRACE_SECONDS", 86_400)
 WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 86_400)
 WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 20)
-# Delays after each failed attempt (about three days in all), each with +/-10 % jitter.
-WEBHOOK_RETRY_SCHEDULE_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# Delays after each failed attempt (about three days in all), each with +/-10 % jitter;
+# comma-separated seconds in the environment.
+WEBHOOK_RETRY_SCHEDULE_SECONDS = env_floats(
+    "WEBHOOK_RETRY_SCHEDULE_SECONDS", (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+)
 # http:// endpoint URLs (https only otherwise); and endpoints on private, loopback or
 # link-local addresses: all of them, or only the listed `ip` / `ip:port` ones.
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)

@@ -232,6 +232,9 @@ class MessageEvent(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
     provider = models.CharField(max_length=32, choices=Provider.choices)
     provider_event_id = models.CharField(max_length=300)
+    # The provider's id of the send this receipt is about: a receipt that came before its send
+    # was recorded is applied only if it names the send that was (not an earlier attempt).
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
     provider_status = models.CharField(max_length=64)
     status = models.CharField(max_length=16, blank=True, default="")  # a MessageStatus, or ""
     error_code = models.CharField(max_length=64, blank=True, default="")

@@ -20,5 +20,5 @@ missed.
 
 Parts: config (constants), stack (the processes), workload (orgs and the enqueuer), scenario
 (the main run's timeline), phases (outage and crash), receipts (+ receiver, receipts_stats,
-receipts_report, receipt_settings), analysis, report, run (main).
+receipts_report), analysis, report, run (main).
 """

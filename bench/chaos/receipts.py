@@ -26,10 +26,9 @@ RECEIVER_DOWN_SECONDS = 60.0
 SEND_LATENCY_MS = 1500  # the sandbox's answer time for sends during the paced posts
 RECEIVER_ANSWER_AFTER = 0.5  # seconds the receiver takes to answer a delivery it recorded
 RATE = 8.0  # extra.rate_limit_per_second of the phase's integrations
-# A short event-out retry schedule (bench/chaos/receipt_settings.py reads it), and a shorter
-# delivery lease so a kill -9 mid-POST is re-sent within the phase.
+# A short event-out retry schedule, and a shorter delivery lease so a kill -9 mid-POST is
+# re-sent within the phase.
 RECEIPT_ENV = {
-    "DJANGO_SETTINGS_MODULE": "bench.chaos.receipt_settings",
     "WEBHOOK_RETRY_SCHEDULE_SECONDS": "2,4,8,15,30,30,30,30,30",
     "WEBHOOK_TIMEOUT_SECONDS": "5",
     "WEBHOOK_LEASE_SECONDS": "20",

@@ -27,9 +27,8 @@ def head(phase: dict) -> list[str]:
         "org webhook endpoint points at a receiver in the harness (127.0.0.1) that verifies "
         "every delivery with `standardwebhooks.Webhook(secret).verify` and records event ids.",
         "",
-        f"- stack env for the phase: {env} (corbi.settings hard-codes the retry schedule, 5 s, "
-        "5 min, 30 min…; bench/chaos/receipt_settings.py reads it from the env so a 60 s "
-        "outage does not wait 5 min for the next attempt)",
+        f"- stack env for the phase: {env} (a short WEBHOOK_RETRY_SCHEDULE_SECONDS, so a 60 s "
+        "outage does not wait the product schedule's 5 min for the next attempt)",
         f"- sandbox: {sandbox}; sends answered after {SEND_LATENCY_MS} ms while the posts "
         "last (so kills find messages in `sending`)",
         f"- worker kill -9s (restarted at once): {len(phase['kills'])}: {kills}",

@@ -94,6 +94,7 @@ def _record(message_id: int, receipt: Receipt) -> Outcome:
             defaults={
                 "organization_id": message.organization_id,
                 "provider": receipt.provider,
+                "provider_message_id": receipt.ref.provider_message_id[:255],
                 "provider_status": receipt.provider_status[:64],
                 "status": receipt.status,
                 "error_code": receipt.error_code[:64],
@@ -122,8 +123,11 @@ def decide(current: str, new: str) -> tuple[Outcome, bool | None]:
 
 
 def settle(message: Message, event: MessageEvent) -> Outcome:
-    """Apply a stored `event` to `message` (both locked by the caller) if it moves forward."""
-    outcome, event.applied = decide(message.status, event.status)
+    """Apply a stored `event` to `message` (both locked by the caller) if it moves forward and
+    is about the send that was recorded (a receipt of an interrupted earlier attempt is not)."""
+    recorded, named = message.provider_message_id, event.provider_message_id
+    status = event.status if not (recorded and named and recorded != named) else ""
+    outcome, event.applied = decide(message.status, status)
     if outcome is Outcome.APPLIED:
         _move(message, event)
     event.save(update_fields=["applied"])

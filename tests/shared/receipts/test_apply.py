@@ -229,3 +229,17 @@ def test_with_no_send_in_flight_an_unknown_provider_id_is_dropped_at_once(whatsa
 
     assert outcomes == {Outcome.UNKNOWN_MESSAGE: 1}
     assert not UnmatchedReceipt.objects.exists()
+
+
+def test_an_early_receipt_of_an_earlier_attempt_is_not_applied_to_the_recorded_send(whatsapp):
+    m = message(whatsapp, status=S.SENDING, provider_id="")
+    # Send 1 was accepted but never recorded (a worker died); its receipt comes while send 2 runs.
+    stale = receipt(S.READ, MessageRef(message_pk=m.pk, provider_message_id="SM-send-1"))
+    assert record_receipts([whatsapp], [stale]) == {Outcome.EARLY: 1}
+
+    Message.objects.filter(pk=m.pk).update(status=S.SENT, provider_message_id="SM-send-2")
+    receipt_sweep()
+
+    m.refresh_from_db()
+    assert m.status == S.SENT
+    assert m.events.get().applied is False
