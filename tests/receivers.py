@@ -146,12 +146,14 @@ def dead_broker():
     (or let the test end) to publish to the real broker again."""
     from corbi.celery import app
 
-    def point_at(url: str) -> None:
+    def point_at(url: str | None) -> None:
         app._pool = None
         app.amqp._producer_pool = None
-        app.conf.broker_url = url
+        if url is None:  # back to what the Django settings say (other tests change those)
+            app.conf.changes.pop("broker_url", None)
+        else:
+            app.conf.broker_url = url
 
-    before = app.conf.broker_url
     point_at("redis://127.0.0.1:1/0")
-    yield lambda: point_at(before)
-    point_at(before)
+    yield lambda: point_at(None)
+    point_at(None)
