@@ -42,7 +42,7 @@ SANDBOX_CONFIG = {
 }
 # (provider, recipient ({n}: the message number), expected final status, weight)
 CASES = [
-    ("whatsapp", "+1555{n:07d}", "delivered", 3),
+    ("whatsapp", "+1415{n:07d}", "delivered", 3),
     ("whatsapp", "+15005550005", "read", 2),
     ("whatsapp", "+15005550007", "read", 1),  # sent/delivered/read posted reversed
     ("whatsapp", "+15005550008", "read", 1),  # every callback twice

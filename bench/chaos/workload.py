@@ -97,7 +97,7 @@ def message_item(n: int, org: int, provider: str, tag: str = "chaos") -> dict:
         "idempotency_key": f"{tag}-{n}",
     }
     item["to"] = {
-        "whatsapp": f"+1555{2_000_000 + n:07d}",
+        "whatsapp": f"+1415{2_000_000 + n:07d}",
         "sendgrid": f"user{n}@example.test",
         "telegram": str(10_000_000 + n),  # one chat per message: our per-chat limit is 0.9/s
         "instagram": str(900_000_000 + n),

@@ -110,7 +110,7 @@ def prepare(run: Run) -> Receivers:
         app_secret=run.tokens["meta_app_secret"],
         verify_token=run.tokens["meta_verify_token"],
     )
-    to = {"whatsapp": "+15551234567", "sendgrid": "ops@secorg.test", "instagram": "1234567890"}
+    to = {"whatsapp": "+14155550100", "sendgrid": "ops@secorg.test", "instagram": "1234567890"}
     ids = {p: run.send_one("admin", p, dest, f"receipt {p}") for p, dest in to.items()}
     run.wait_done(list(ids.values()), 60)
     with run.db() as conn:

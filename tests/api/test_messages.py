@@ -400,6 +400,17 @@ def test_list_filters_by_status_and_provider(acme, client_for):
     assert both["count"] == 0
 
 
+@pytest.mark.parametrize("status", ["delivered", "read", "undelivered", "bounced"])
+def test_list_filters_on_the_statuses_receipts_set(acme, client_for, status):
+    admin = acme["admin"]
+    wanted = make_message(admin, status=status, provider="whatsapp")
+    make_message(admin, status=MessageStatus.SENT, provider="whatsapp")
+
+    body = ok_body(client_for(admin).get(MESSAGES, {"status": status}), 200)
+
+    assert [m["id"] for m in body["results"]] == [wanted.pk]
+
+
 def test_list_never_shows_another_orgs_messages(acme, client_for):
     connect(acme["outsider"], "telegram")
     ours = make_message(acme["admin"])
