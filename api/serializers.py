@@ -123,6 +123,8 @@ class MessageSerializer(serializers.ModelSerializer):
             "body",
             "html",
             "idempotency_key",
+            "transactional",
+            "ignore_suppression",
             "status",
             "attempts",
             "provider_message_id",

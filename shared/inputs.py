@@ -68,6 +68,15 @@ class OptionalText(StrictCharField):
         return super().validate_empty_values(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only (DRF's also takes "yes", 1, "on", …)."""
+
+    def to_internal_value(self, data: object) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     """`data` checked by `serializer_class`; raise ValidationFailed with flat field paths."""
     serializer = serializer_class(data=data)
@@ -94,6 +103,9 @@ class MessageCreateSerializer(serializers.Serializer):
         max_length=_column(Message, "idempotency_key"),
         trim_whitespace=False,
     )
+    # Send even to a suppressed recipient: only a transactional message may (docs: README).
+    transactional = StrictBooleanField(required=False, default=False)
+    ignore_suppression = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         provider = attrs["provider"]
@@ -117,6 +129,8 @@ class MessageCreateSerializer(serializers.Serializer):
                 errors["body"] = ["This field is required."]
         if len(body) > rules.body_limit or len(html) > rules.body_limit:
             errors["body"] = [f"Must be at most {rules.body_limit} characters for {provider}."]
+        if attrs["ignore_suppression"] and not attrs["transactional"]:
+            errors["ignore_suppression"] = ["Only a message with transactional: true may set it."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -174,6 +174,9 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    # A transactional message (a receipt, a password reset) may also ignore the suppression list.
+    transactional = models.BooleanField(default=False)
+    ignore_suppression = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -277,6 +280,42 @@ class UnmatchedReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"unmatched {self.receipt.get('provider')} receipt {self.pk}"
+
+
+class SuppressionReason(models.TextChoices):
+    BOUNCE = "bounce", "Hard bounce"
+    SPAMREPORT = "spamreport", "Spam report"
+    UNSUBSCRIBE = "unsubscribe", "Unsubscribed"
+    BLOCKED = "blocked", "Blocked the sender"
+    OPT_OUT = "opt_out", "Opted out"
+    MANUAL = "manual", "Added by hand"
+
+
+class Suppression(models.Model):
+    """A recipient this organization must not send to through this provider (shared.suppressions).
+
+    `recipient` is normalized like a message's `to` (the provider spec's destination check).
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="suppressions"
+    )
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    recipient = models.CharField(max_length=320)
+    reason = models.CharField(max_length=16, choices=SuppressionReason.choices)
+    source = models.CharField(max_length=500, blank=True, default="")  # what added it
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "provider", "recipient"], name="suppression_unique"
+            )
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.organization}/{self.provider} {self.reason}"
 
 
 class Booking(models.Model):

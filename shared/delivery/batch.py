@@ -47,6 +47,7 @@ from shared.delivery.types import (
 )
 from shared.models import Message, MessageStatus
 from shared.services.outbox import DELIVER_MESSAGES, message_unpublish
+from shared.suppressions import SUPPRESSED, SUPPRESSED_TEXT, suppressed
 
 
 def message_deliver(
@@ -81,6 +82,7 @@ def message_deliver_batch(
     rows = Message.objects.select_related("integration").in_bulk(ids)
     clock = Clock.read()
     ready, outcomes = _due(ids, rows, clock.now)
+    ready = _unsuppressed(ready, outcomes, clock.now)
     tokens, undecryptable = decrypt_tokens(ready)
     outcomes.update(hold_for_key(undecryptable, clock.now))
     ready = [m for m in ready if m.integration_id in tokens]
@@ -127,6 +129,20 @@ def _due(
         else:
             ready.append(message)
     return ready, outcomes
+
+
+def _unsuppressed(
+    ready: list[Message], outcomes: dict[int, DeliveryOutcome], now: datetime
+) -> list[Message]:
+    """`ready` without the messages to suppressed recipients (one query for the batch), which
+    fail with error_code `suppressed` before any provider call; their outcomes go to `outcomes`."""
+    blocked = suppressed(ready)
+    for message in ready:
+        if message.pk in blocked:
+            outcomes[message.pk] = fail_unclaimed(
+                message, now, SUPPRESSED_TEXT, "permanent", SUPPRESSED
+            )
+    return [m for m in ready if m.pk not in blocked]
 
 
 class _Slots(NamedTuple):

@@ -30,6 +30,7 @@ from shared.events.announce import credentials_rejected, messages_changed
 from shared.models import Integration, Message, MessageAttempt, MessageStatus
 from shared.providers.base import ProviderError
 from shared.services.audit import audit_event_record
+from shared.suppressions import from_failure
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def _record_failure(
         )
         if failed:
             _announce_failed(message, MessageStatus.SENDING, now, details)
+            from_failure(message, error)  # blocked by the user, opted out (never raises)
     if not failed:
         return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="lease taken over")
     if rejected:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from shared.events.announce import messages_changed
 from shared.models import Integration, Message, MessageEvent, MessageStatus, UnmatchedReceipt
+from shared.suppressions import from_receipt
 
 from .types import NOT_YET_SENT, MessageRef, Outcome, Receipt, moves_forward
 
@@ -108,6 +109,7 @@ def _record(message_id: int, receipt: Receipt) -> Outcome:
             return Outcome.DUPLICATE
         if outcome is Outcome.APPLIED:
             _move(message, event)
+        from_receipt(message, receipt)  # a bounce, spam report, opt-out: suppress (never raises)
         return outcome
 
 

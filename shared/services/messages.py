@@ -142,6 +142,8 @@ def _insert(
             subject=row["subject"],
             html=row["html"],
             idempotency_key=row["idempotency_key"],
+            transactional=row["transactional"],
+            ignore_suppression=row["ignore_suppression"],
             next_attempt_at=now,
             enqueued_at=now,
         )
@@ -203,10 +205,13 @@ def send_message(
     subject: str = "",
     html: str = "",
     idempotency_key: str | None = None,
+    transactional: bool = False,
+    ignore_suppression: bool = False,
 ) -> Message:
     """Product-code entry point: exactly what POST /api/messages/ does; returns the message row."""
     organization = org if isinstance(org, Organization) else Organization.objects.get(pk=org)
     data = {"provider": provider, "to": to, "body": body, "subject": subject, "html": html}
+    data |= {"transactional": transactional, "ignore_suppression": ignore_suppression}
     message, _ = message_create(
         organization=organization, data={**data, "idempotency_key": idempotency_key}
     )
