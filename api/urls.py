@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import messages, views, webhook_endpoints
+from api import messages, suppressions, views, webhook_endpoints
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -37,6 +37,12 @@ urlpatterns = [
         "calendar/bookings/<str:booking_id>/",
         messages.BookingView.as_view(),
         name="booking-detail",
+    ),
+    path("suppressions/", suppressions.SuppressionListView.as_view(), name="suppression-list"),
+    path(
+        "suppressions/<int:suppression_id>/",
+        suppressions.SuppressionDetailView.as_view(),
+        name="suppression-detail",
     ),
     path(
         "webhook-endpoints/",

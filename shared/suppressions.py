@@ -114,7 +114,9 @@ def add(
         logger.exception("Could not add a %s suppression (%s).", provider, reason)
         return None
     if created:
-        logger.info("Suppressed a %s recipient of organization %s (%s).", provider, organization_id, reason)
+        logger.info(
+            "Suppressed a %s recipient of organization %s (%s).", provider, organization_id, reason
+        )
     return entry
 
 

@@ -5,36 +5,76 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shared', '0008_receipt_provider_id'),
+        ("shared", "0008_receipt_provider_id"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='ignore_suppression',
+            model_name="message",
+            name="ignore_suppression",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='message',
-            name='transactional',
+            model_name="message",
+            name="transactional",
             field=models.BooleanField(default=False),
         ),
         migrations.CreateModel(
-            name='Suppression',
+            name="Suppression",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(choices=[('whatsapp', 'WhatsApp (Twilio)'), ('sendgrid', 'SendGrid email'), ('telegram', 'Telegram bot'), ('instagram', 'Instagram messaging'), ('google_calendar', 'Google Calendar')], max_length=32)),
-                ('recipient', models.CharField(max_length=320)),
-                ('reason', models.CharField(choices=[('bounce', 'Hard bounce'), ('spamreport', 'Spam report'), ('unsubscribe', 'Unsubscribed'), ('blocked', 'Blocked the sender'), ('opt_out', 'Opted out'), ('manual', 'Added by hand')], max_length=16)),
-                ('source', models.CharField(blank=True, default='', max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='suppressions', to='shared.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("whatsapp", "WhatsApp (Twilio)"),
+                            ("sendgrid", "SendGrid email"),
+                            ("telegram", "Telegram bot"),
+                            ("instagram", "Instagram messaging"),
+                            ("google_calendar", "Google Calendar"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("recipient", models.CharField(max_length=320)),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[
+                            ("bounce", "Hard bounce"),
+                            ("spamreport", "Spam report"),
+                            ("unsubscribe", "Unsubscribed"),
+                            ("blocked", "Blocked the sender"),
+                            ("opt_out", "Opted out"),
+                            ("manual", "Added by hand"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("source", models.CharField(blank=True, default="", max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="suppressions",
+                        to="shared.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'constraints': [models.UniqueConstraint(fields=('organization', 'provider', 'recipient'), name='suppression_unique')],
+                "ordering": ["-created_at", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("organization", "provider", "recipient"), name="suppression_unique"
+                    )
+                ],
             },
         ),
     ]
