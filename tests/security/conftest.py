@@ -10,7 +10,14 @@ from django.utils import timezone
 from shared.crypto import encrypt_token
 from shared.events.models import Event, EventDelivery, WebhookEndpoint
 from shared.events.signing import new_secret
-from shared.models import AuditEvent, Booking, Integration, Message, MessageAttempt
+from shared.models import (
+    AuditEvent,
+    Booking,
+    Integration,
+    Message,
+    MessageAttempt,
+    Suppression,
+)
 from shared.services.bookings import booking_event_id
 from tests.factories import SANDBOX_ACCOUNTS, connect, point_providers_at
 
@@ -30,6 +37,7 @@ MODELS = (
     WebhookEndpoint,
     Event,
     EventDelivery,
+    Suppression,
 )
 # How each model reaches its organization, when not by `organization`.
 ORG_PATH = {MessageAttempt: "message__organization", EventDelivery: "endpoint__organization"}
@@ -99,8 +107,12 @@ def seed_org(member, tag: str) -> dict:
     delivery = EventDelivery.objects.create(
         event=event, endpoint=endpoint, status="failed", attempts=10, last_status_code=500
     )
+    suppression = Suppression.objects.create(
+        organization=org, provider="telegram", recipient="4343", reason="manual"
+    )
     return {
         "org": org,
+        "suppression": suppression,
         "queued": queued,
         "failed": failed,
         "booking": booking,

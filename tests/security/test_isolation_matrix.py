@@ -90,6 +90,22 @@ MATRIX = [
         admin=202,
         member=202,
     ),
+    # Suppressions: members read, admins write.
+    Row("api/suppressions/", "get", "/api/suppressions/", list_key="results"),
+    Row(
+        "api/suppressions/",
+        "post",
+        "/api/suppressions/",
+        {"provider": "telegram", "recipient": "5151"},
+        admin=201,
+        member=403,
+    ),
+    Row(
+        "api/suppressions/<int:suppression_id>/",
+        "delete",
+        "/api/suppressions/{suppression}/",
+        member=403,
+    ),
     # Webhook endpoints: admins only, reads included (they show where events go).
     Row("api/webhook-endpoints/", "get", "/api/webhook-endpoints/", member=403, list_key=""),
     Row(
@@ -176,6 +192,7 @@ def fill_path(path: str, world: dict) -> str:
         booking=acme["booking"].booking_id,
         endpoint=acme["endpoint"].pk,
         delivery=acme["delivery"].pk,
+        suppression=acme["suppression"].pk,
     )
 
 
@@ -275,6 +292,8 @@ def test_isolation_matrix(row, role, world, client_for, sandbox_client):
                 assert {item["id"] for item in items} <= ids
             if row.path == "/api/webhook-endpoints/":
                 assert [item["id"] for item in items] == [world["globex"]["endpoint"].pk]
+            if row.path == "/api/suppressions/":
+                assert [item["id"] for item in items] == [world["globex"]["suppression"].pk]
         return
     assert not sandbox_client.requests(), "a cross-org or anonymous call reached a provider"
 
