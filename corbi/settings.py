@@ -162,7 +162,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "shared.models.Provider",
-        "MessagingProviderEnum": "shared.providers.registry.MESSAGING_SLUGS",
+        "MessageCreateProviderEnum": "shared.providers.registry.MESSAGING_SLUGS",
         "SuppressionReasonEnum": "shared.models.SuppressionReason",
         "RoleEnum": "shared.models.Role",
         "MessageStatusEnum": "shared.models.MessageStatus",
