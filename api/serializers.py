@@ -130,6 +130,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "error_kind",
             "error_code",
             "next_attempt_at",
+            "send_at",
             "created_at",
             "updated_at",
             "sent_at",
