@@ -27,6 +27,7 @@ class ErrorCode(models.TextChoices):
     NOT_ACCEPTABLE = "not_acceptable"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    MESSAGE_NOT_CANCELLABLE = "message_not_cancellable"
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     TEST_CONNECTION_BUSY = "test_connection_busy"

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import IsOrgAdmin, IsOrgMember
-from api.schema import CONFLICT, ERRORS, SEND_CONFLICT
+from api.schema import CANCEL_CONFLICT, CONFLICT, ERRORS, SEND_CONFLICT
 from api.serializers import (
     BookingSerializer,
     BulkResponseSerializer,
@@ -23,7 +23,12 @@ from shared.errors import NotFound, ValidationFailed
 from shared.inputs import BookingRequestSerializer, MessageBulkSerializer, MessageCreateSerializer
 from shared.models import Message, MessageStatus, Provider
 from shared.services.bookings import booking_cancel, booking_get, booking_upsert
-from shared.services.messages import message_create, message_create_bulk, message_retry
+from shared.services.messages import (
+    message_cancel,
+    message_create,
+    message_create_bulk,
+    message_retry,
+)
 
 
 class MessageListCreateView(generics.ListAPIView):
@@ -70,9 +75,12 @@ class MessageListCreateView(generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         message, created = message_create(organization=request.org, data=request.data)
-        text = (
-            "Message queued." if created else "A message with this idempotency key already exists."
-        )
+        if not created:
+            text = "A message with this idempotency key already exists."
+        elif message.status == MessageStatus.SCHEDULED:
+            text = "Message scheduled."
+        else:
+            text = "Message queued."
         return Response(
             ok(text, message_id=message.pk, data=MessageSerializer(message).data),
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
@@ -133,6 +141,23 @@ class MessageRetryView(APIView):
                 "Message queued again.", message_id=message.pk, data=MessageSerializer(message).data
             ),
             status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class MessageCancelView(APIView):
+    """Cancel a scheduled or queued message before its send starts; members may, as they send."""
+
+    permission_classes = [IsOrgMember]
+
+    @extend_schema(
+        operation_id="messages_cancel",
+        request=None,
+        responses={200: MessageCreatedSerializer, **ERRORS, **CANCEL_CONFLICT},
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        message = message_cancel(organization=request.org, message_id=message_id)
+        return Response(
+            ok("Message cancelled.", message_id=message.pk, data=MessageSerializer(message).data)
         )
 
 

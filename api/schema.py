@@ -52,6 +52,14 @@ SEND_CONFLICT = {
     ),
 }
 
+# Cancelling a message: its send has started, or it is already final.
+CANCEL_CONFLICT = {
+    409: error(
+        "The message's send has started (sending or later) or it is already final: "
+        "message_not_cancellable"
+    ),
+}
+
 
 class OrgAutoSchema(AutoSchema):
     """Adds the X-Org-ID header to every operation guarded by an org permission."""

@@ -132,6 +132,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "error_kind",
             "error_code",
             "next_attempt_at",
+            "send_at",
             "created_at",
             "updated_at",
             "sent_at",

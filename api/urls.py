@@ -34,6 +34,11 @@ urlpatterns = [
         name="message-retry",
     ),
     path(
+        "messages/<int:message_id>/cancel/",
+        messages.MessageCancelView.as_view(),
+        name="message-cancel",
+    ),
+    path(
         "calendar/bookings/<str:booking_id>/",
         messages.BookingView.as_view(),
         name="booking-detail",

@@ -274,6 +274,10 @@ DELIVERY_MAX_INTERRUPTIONS = env_int("DELIVERY_MAX_INTERRUPTIONS", 3)
 SWEEPER_INTERVAL_SECONDS = env_float("SWEEPER_INTERVAL_SECONDS", 15.0)
 SWEEPER_GRACE_SECONDS = env_int("SWEEPER_GRACE_SECONDS", 60)
 BULK_MAX_MESSAGES = 1000
+# Scheduled sends: `send_at` at most this far ahead (30 days); one at most
+# SCHEDULE_PAST_TOLERANCE_SECONDS in the past means now, further back is refused.
+SCHEDULE_MAX_AHEAD_SECONDS = env_int("SCHEDULE_MAX_AHEAD_SECONDS", 30 * 24 * 3600)
+SCHEDULE_PAST_TOLERANCE_SECONDS = env_int("SCHEDULE_PAST_TOLERANCE_SECONDS", 60)
 # Events out (docs/events.md): signed webhook deliveries to the organization's endpoints.
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
 WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60)

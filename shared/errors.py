@@ -46,6 +46,12 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class MessageNotCancellable(Conflict):
+    """The message's send has started (or it is already final): it can no longer be cancelled."""
+
+    code = "message_not_cancellable"
+
+
 class Unavailable(ServiceError):
     """The service cannot do this until an operator fixes its configuration (HTTP 503)."""
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db.models import Model
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -85,6 +86,40 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
     return dict(serializer.validated_data)
 
 
+@extend_schema_field(
+    {"type": "string", "format": "date-time", "example": "2030-01-01T09:00:00+01:00"}
+)
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date-time that must carry its offset (a naive one is refused), kept in UTC."""
+
+    default_error_messages = {
+        "invalid": _DATETIME_HELP,
+        "naive": "Must include a UTC offset, such as 2030-01-01T10:00:00+01:00 or ...Z.",
+    }
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            self.fail("naive")
+        try:
+            return value.astimezone(ZoneInfo("UTC"))
+        except OverflowError:  # year 1 or 9999 shifted past the calendar by its offset
+            self.fail("invalid")
+
+
+def check_send_at(value: datetime | None) -> datetime | None:
+    """`send_at` as sent: at most SCHEDULE_MAX_AHEAD_SECONDS ahead, and at most
+    SCHEDULE_PAST_TOLERANCE_SECONDS in the past (which means now)."""
+    if value is None:
+        return None
+    now = timezone.now()
+    if value < now - timedelta(seconds=settings.SCHEDULE_PAST_TOLERANCE_SECONDS):
+        raise serializers.ValidationError("Must not be in the past.")
+    if value > now + timedelta(seconds=settings.SCHEDULE_MAX_AHEAD_SECONDS):
+        days = settings.SCHEDULE_MAX_AHEAD_SECONDS / 86400
+        raise serializers.ValidationError(f"Must be at most {days:g} days ahead.")
+    return value
+
+
 class MessageCreateSerializer(serializers.Serializer):
     """One outbound message; the destination format and body limit come from the provider spec."""
 
@@ -106,6 +141,16 @@ class MessageCreateSerializer(serializers.Serializer):
     # Send even to a suppressed recipient: only a transactional message may (docs: README).
     transactional = StrictBooleanField(required=False, default=False)
     ignore_suppression = StrictBooleanField(required=False, default=False)
+    send_at = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When to send, ISO 8601 with an offset (e.g. 2030-01-01T09:00:00+01:00); "
+        "absent or null: at once. A future time makes the message `scheduled`.",
+    )
+
+    def validate_send_at(self, value: datetime | None) -> datetime | None:
+        return check_send_at(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         provider = attrs["provider"]

@@ -127,6 +127,7 @@ class AuditEvent(models.Model):
 
 
 class MessageStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"  # waits for its send_at (next_attempt_at), then queued
     QUEUED = "queued", "Queued"
     SENDING = "sending", "Sending"
     SENT = "sent", "Sent"  # the provider accepted it (final for Telegram: no receipts there)
@@ -136,6 +137,7 @@ class MessageStatus(models.TextChoices):
     UNDELIVERED = "undelivered", "Undelivered"  # accepted, then not delivered (e.g. 63016)
     BOUNCED = "bounced", "Bounced"  # email: refused by the recipient's server
     FAILED = "failed", "Failed"  # refused by the provider, or out of attempts
+    CANCELLED = "cancelled", "Cancelled"  # cancelled before a send started (final)
 
 
 class Message(models.Model):
@@ -177,6 +179,8 @@ class Message(models.Model):
     # A transactional message (a receipt, a password reset) may also ignore the suppression list.
     transactional = models.BooleanField(default=False)
     ignore_suppression = models.BooleanField(default=False)
+    # The send time the request asked for (NULL = at once); compared for idempotency replays.
+    send_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -193,6 +197,12 @@ class Message(models.Model):
                 fields=["next_attempt_at"],
                 condition=models.Q(status__in=["queued", "sending"]),
                 name="message_pending_due",
+            ),
+            # The sweeper's pick-up of scheduled rows that fell due.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="scheduled"),
+                name="message_scheduled_due",
             ),
         ]
 

@@ -18,6 +18,7 @@ from shared.delivery.claims import (
     defer_to_slots,
     hold_for_key,
     mark_started,
+    promote_due,
     unusable,
 )
 from shared.delivery.follow_ups import publish_follow_ups
@@ -81,6 +82,7 @@ def message_deliver_batch(
     ids = list(dict.fromkeys(int(pk) for pk in message_ids))
     rows = Message.objects.select_related("integration").in_bulk(ids)
     clock = Clock.read()
+    promote_due(rows, clock.now)
     ready, outcomes = _due(ids, rows, clock.now)
     ready = _unsuppressed(ready, outcomes, clock.now)
     tokens, undecryptable = decrypt_tokens(ready)

@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError
-from shared.delivery.scheduling import Clock
+from shared.delivery.scheduling import Clock, is_due
 from shared.delivery.types import DeliveryOutcome, OutcomeStatus
 from shared.models import Message, MessageStatus
 from shared.services.keys import integration_token
@@ -115,6 +115,24 @@ def hold_for_key(messages: list[Message], now: datetime) -> dict[int, DeliveryOu
         updated_at=now,
     )
     return {m.pk: KEY_HELD for m in messages}
+
+
+def promote_due(rows: dict[int, Message], now: datetime) -> None:
+    """Turn the `scheduled` rows among `rows` that are due into `queued` (one conditional
+    UPDATE, only when there are any), in place: a task published with the send time as its
+    ETA finds them scheduled. A row cancelled meanwhile stays cancelled."""
+    due = [
+        pk
+        for pk, m in rows.items()
+        if m.status == MessageStatus.SCHEDULED and is_due(m.next_attempt_at, now)
+    ]
+    promoted = _update_returning(
+        due,
+        {"status": MessageStatus.QUEUED.value, "enqueued_at": now, "updated_at": now},
+        where={"status": MessageStatus.SCHEDULED.value},
+    )
+    for pk in promoted:
+        rows[pk].status = MessageStatus.QUEUED
 
 
 def claim(messages: list[Message], now: datetime, lease: datetime) -> set[int]:

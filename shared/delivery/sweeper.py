@@ -24,19 +24,25 @@ from shared.services.outbox import (
 )
 
 
-def _lost(waiting: str, leased: str, now: datetime) -> Q:
-    """Rows the broker lost: `waiting` rows due and unpublished, or due and published more than
-    SWEEPER_GRACE_SECONDS ago; and `leased` rows past their lease (a worker was killed)."""
+def _due(waiting: str, now: datetime) -> Q:
+    """`waiting` rows due and unpublished, or due and published more than SWEEPER_GRACE_SECONDS
+    ago (the broker lost them)."""
     grace = now - timedelta(seconds=settings.SWEEPER_GRACE_SECONDS)
-    due = Q(status=waiting, next_attempt_at__lte=now) & (
+    return Q(status=waiting, next_attempt_at__lte=now) & (
         Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=grace, next_attempt_at__lte=grace)
     )
-    expired = Q(status=leased, lease_expires_at__lt=now)
-    return due | expired
+
+
+def _lost(waiting: str, leased: str, now: datetime) -> Q:
+    """Rows the broker lost: `waiting` rows due (see `_due`) and `leased` rows past their lease
+    (a worker was killed)."""
+    return _due(waiting, now) | Q(status=leased, lease_expires_at__lt=now)
 
 
 def message_sweep(*, limit: int = 5000) -> list[int]:
-    """Re-enqueue what the broker lost: stale queued rows, unpublished rows and expired leases.
+    """Re-enqueue what the broker lost: stale queued rows, unpublished rows and expired leases;
+    and publish the `scheduled` rows that fell due (turned `queued`; found through the
+    message_scheduled_due index), whether or not an ETA task was published for them.
 
     A row in `sending` past its lease was interrupted (a worker killed): it goes back to
     `queued`. When its provider call had started, `attempts` counted it and the gap in its
@@ -53,6 +59,8 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
             .order_by("next_attempt_at")
             .values_list("pk", "status", "attempts", "integration_id")[:limit]
         )
+        if len(rows) < limit:
+            rows += _due_scheduled(now, limit - len(rows))
         poisoned = _poisoned(rows)
         ids = [pk for pk, _, _, _ in rows if pk not in set(poisoned)]
         if poisoned:
@@ -71,6 +79,16 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
         )
     _publish_per_integration({pk: integration for pk, _, _, integration in rows}, ids)
     return ids
+
+
+def _due_scheduled(now: datetime, limit: int) -> list[tuple[int, str, int, int]]:
+    """(pk, status, attempts, integration) of up to `limit` due scheduled rows, locked."""
+    return list(
+        Message.objects.select_for_update(skip_locked=True)
+        .filter(_due(MessageStatus.SCHEDULED, now))
+        .order_by("next_attempt_at")
+        .values_list("pk", "status", "attempts", "integration_id")[:limit]
+    )
 
 
 def _poisoned(rows: list[tuple[int, str, int, int]]) -> list[int]:

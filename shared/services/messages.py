@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from shared.errors import Conflict, IdempotencyKeyReused, NotFound, first_error
+from shared.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    MessageNotCancellable,
+    NotFound,
+    first_error,
+)
+from shared.events.announce import messages_changed
 from shared.inputs import MessageBulkSerializer, MessageCreateSerializer, validated
 from shared.models import Integration, Message, MessageStatus, Organization
 from shared.providers.registry import SPECS
 from shared.services.keys import ensure_token_decrypts
-from shared.services.outbox import DELIVER_MESSAGES, message_unpublish, publish_on_commit
+from shared.services.outbox import (
+    DELIVER_MESSAGES,
+    message_unpublish,
+    publish_later_on_commit,
+    publish_on_commit,
+)
 
 
 def _active_integrations(organization: Organization, providers: set[str]) -> dict[str, Integration]:
@@ -84,7 +98,7 @@ def _store(
 
 
 # What makes two requests with one idempotency key the same request (validated, normalized).
-COMPARED_FIELDS = ("provider", "to", "body", "subject", "html")
+COMPARED_FIELDS = ("provider", "to", "body", "subject", "html", "send_at")
 
 
 def _refuse_reused_keys(
@@ -124,6 +138,33 @@ def differing_fields(message: Message, row: Mapping[str, Any]) -> list[str]:
     return differs
 
 
+def _new_message(
+    organization: Organization, integration: Integration, row: dict[str, Any], now: datetime
+) -> Message:
+    """The unsaved row of one validated request: queued and due now, or `scheduled` and due at
+    a future `send_at` (published now, with an ETA, only within MAX_COUNTDOWN_SECONDS;
+    otherwise `enqueued_at` stays NULL and the sweeper publishes it once it is due)."""
+    send_at = row["send_at"]
+    scheduled = send_at is not None and send_at > now
+    soon = not scheduled or (send_at - now).total_seconds() <= settings.MAX_COUNTDOWN_SECONDS
+    return Message(
+        organization=organization,
+        integration=integration,
+        provider=row["provider"],
+        to=row["to"],
+        body=row["body"],
+        subject=row["subject"],
+        html=row["html"],
+        idempotency_key=row["idempotency_key"],
+        send_at=send_at,
+        transactional=row["transactional"],
+        ignore_suppression=row["ignore_suppression"],
+        status=MessageStatus.SCHEDULED if scheduled else MessageStatus.QUEUED,
+        next_attempt_at=send_at if scheduled else now,
+        enqueued_at=now if soon else None,
+    )
+
+
 @transaction.atomic
 def _insert(
     organization: Organization,
@@ -133,25 +174,19 @@ def _insert(
 ) -> list[tuple[Message, bool]]:
     now = timezone.now()
     new = [
-        Message(
-            organization=organization,
-            integration=integrations[row["provider"]],
-            provider=row["provider"],
-            to=row["to"],
-            body=row["body"],
-            subject=row["subject"],
-            html=row["html"],
-            idempotency_key=row["idempotency_key"],
-            transactional=row["transactional"],
-            ignore_suppression=row["ignore_suppression"],
-            next_attempt_at=now,
-            enqueued_at=now,
-        )
+        _new_message(organization, integrations[row["provider"]], row, now)
         for row in cleaned
         if row["idempotency_key"] not in existing
     ]
     created = Message.objects.bulk_create(new, batch_size=1000)
-    publish_on_commit(DELIVER_MESSAGES, [m.pk for m in created], on_failure=message_unpublish)
+    now_ids = [m.pk for m in created if m.status == MessageStatus.QUEUED]
+    publish_on_commit(DELIVER_MESSAGES, now_ids, on_failure=message_unpublish)
+    later = {
+        m.pk: m.next_attempt_at
+        for m in created
+        if m.status == MessageStatus.SCHEDULED and m.enqueued_at is not None
+    }
+    publish_later_on_commit(DELIVER_MESSAGES, later, on_failure=message_unpublish)
     created_iter = iter(created)
     return [
         (existing[row["idempotency_key"]], False)
@@ -185,6 +220,37 @@ def message_retry(*, organization: Organization, message_id: int) -> Message:
     return message
 
 
+CANCELLABLE = (MessageStatus.SCHEDULED, MessageStatus.QUEUED)
+
+
+def message_cancel(*, organization: Organization, message_id: int) -> Message:
+    """Cancel a message whose send has not started (`scheduled` or `queued`): it becomes
+    `cancelled`, final, and is never sent.
+
+    One conditional UPDATE decides, so of a cancel and a worker's claim (queued → sending, also
+    conditional) exactly one wins. Raises NotFound (not this organization's) or
+    MessageNotCancellable (a send has started or the message is already final).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        message = _message_for_update(organization, message_id)
+        old_status = message.status
+        cancelled = Message.objects.filter(pk=message.pk, status__in=CANCELLABLE).update(
+            status=MessageStatus.CANCELLED,
+            enqueued_at=None,
+            lease_expires_at=None,
+            rate_slot_at=None,
+            updated_at=now,
+        )
+        if not cancelled:
+            raise MessageNotCancellable(
+                f"Only scheduled or queued messages can be cancelled; this one is {old_status}."
+            )
+        message.refresh_from_db()
+        messages_changed([message], old_status)
+    return message
+
+
 def _message_for_update(organization: Organization, message_id: int) -> Message:
     try:
         return (
@@ -207,12 +273,18 @@ def send_message(
     idempotency_key: str | None = None,
     transactional: bool = False,
     ignore_suppression: bool = False,
+    send_at: datetime | str | None = None,
 ) -> Message:
-    """Product-code entry point: exactly what POST /api/messages/ does; returns the message row."""
+    """Product-code entry point: exactly what POST /api/messages/ does; returns the message row.
+
+    `send_at` (an aware datetime or an ISO 8601 string with an offset) schedules it."""
     organization = org if isinstance(org, Organization) else Organization.objects.get(pk=org)
     data = {"provider": provider, "to": to, "body": body, "subject": subject, "html": html}
     data |= {"transactional": transactional, "ignore_suppression": ignore_suppression}
+    if isinstance(send_at, datetime):
+        send_at = send_at.isoformat()
     message, _ = message_create(
-        organization=organization, data={**data, "idempotency_key": idempotency_key}
+        organization=organization,
+        data={**data, "idempotency_key": idempotency_key, "send_at": send_at},
     )
     return message

@@ -105,9 +105,28 @@ def publish_on_commit(
     transaction.on_commit(_go)
 
 
+def publish_later_on_commit(
+    task_name: str,
+    due: Mapping[int, datetime],
+    *,
+    on_failure: Callable[[list[int]], None] | None = None,
+) -> None:
+    """`publish_later` after the surrounding transaction commits; `on_failure(ids)` if it fails."""
+    due = dict(due)
+
+    def _go() -> None:
+        if due and not publish_later(task_name, due) and on_failure is not None:
+            on_failure(list(due))
+
+    transaction.on_commit(_go)
+
+
 def message_unpublish(ids: Sequence[int]) -> None:
-    """The publish failed: mark the rows so the sweeper publishes them on its next run."""
-    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(enqueued_at=None)
+    """The publish failed: mark the rows so the sweeper publishes them on its next run (a
+    scheduled row once it is due)."""
+    Message.objects.filter(
+        pk__in=ids, status__in=[MessageStatus.QUEUED, MessageStatus.SCHEDULED]
+    ).update(enqueued_at=None)
 
 
 def booking_unpublish(ids: Sequence[int]) -> None:

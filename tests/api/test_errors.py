@@ -81,6 +81,13 @@ def reuse_a_key(api: APIClient) -> object:
     )
 
 
+def cancel_twice(api: APIClient) -> object:
+    """Cancel a queued message, then again: the second finds it final."""
+    created = api.post("/api/messages/", TELEGRAM, format="json").json()
+    api.post(f"/api/messages/{created['message_id']}/cancel/")
+    return api.post(f"/api/messages/{created['message_id']}/cancel/")
+
+
 def strict_webhook_targets(monkeypatch, settings) -> None:
     """A setup step: production SSRF rules (no private webhook targets)."""
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
@@ -224,6 +231,11 @@ CASES = {
         "idempotency_key_reused",
         409,
         lambda c: reuse_a_key(admin(c)),
+    ),
+    "message_not_cancellable": (
+        "message_not_cancellable",
+        409,
+        lambda c: cancel_twice(admin(c)),
     ),
     "body_too_large": (
         "body_too_large",

@@ -74,6 +74,14 @@ MATRIX = [
         admin=202,
         member=403,
     ),
+    # Cancelling takes the role that sends: members too.
+    Row(
+        "api/messages/<int:message_id>/cancel/",
+        "post",
+        "/api/messages/{queued}/cancel/",
+        admin=200,
+        member=200,
+    ),
     Row("api/calendar/bookings/<str:booking_id>/", "get", "/api/calendar/bookings/{booking}/"),
     Row(
         "api/calendar/bookings/<str:booking_id>/",
