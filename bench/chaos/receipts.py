@@ -75,6 +75,10 @@ def plan(count: int) -> list[tuple[dict, str]]:
             "to": to.format(n=number),
             "body": f"{TAG} o{ORG:02d}-m{n:05d} your appointment is confirmed",
             "idempotency_key": f"{TAG}-{n}",
+            # The magic bounce/dropped addresses repeat: after their first bounce they would be
+            # suppressed (and fail `suppressed`, by design); this phase is about receipts.
+            "transactional": True,
+            "ignore_suppression": True,
         }
         if provider == "sendgrid":
             item["subject"] = "receipts"
