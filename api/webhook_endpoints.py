@@ -51,10 +51,7 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EndpointSecretSerializer(serializers.Serializer):
-    status = serializers.CharField()
-    ok = serializers.BooleanField()
-    message = serializers.CharField()
+class EndpointSecretSerializer(EnvelopeSerializer):
     endpoint = WebhookEndpointSerializer()
     secret = serializers.CharField(help_text="whsec_… signing secret; shown in this answer only.")
 
@@ -82,10 +79,7 @@ class EventDeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RedeliveredSerializer(serializers.Serializer):
-    status = serializers.CharField()
-    ok = serializers.BooleanField()
-    message = serializers.CharField()
+class RedeliveredSerializer(EnvelopeSerializer):
     delivery = EventDeliverySerializer()
 
 

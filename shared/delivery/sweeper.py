@@ -62,7 +62,8 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
         if len(rows) < limit:
             rows += _due_scheduled(now, limit - len(rows))
         poisoned = _poisoned(rows)
-        ids = [pk for pk, _, _, _ in rows if pk not in set(poisoned)]
+        skipped = set(poisoned)
+        ids = [pk for pk, _, _, _ in rows if pk not in skipped]
         if poisoned:
             _fail_poisoned(poisoned, now)
         if ids:
