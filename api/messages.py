@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,6 +29,72 @@ from shared.services.messages import (
     message_create_bulk,
     message_retry,
 )
+
+SEND_EXAMPLES = [
+    OpenApiExample(
+        "WhatsApp template",
+        request_only=True,
+        value={
+            "provider": "whatsapp",
+            "to": "+14155550100",
+            "template": {
+                "content_sid": "HX0123456789abcdef0123456789abcdef",
+                "variables": {"1": "Ana", "2": "10:30"},
+            },
+        },
+    ),
+    OpenApiExample(
+        "SendGrid dynamic template with an attachment",
+        request_only=True,
+        value={
+            "provider": "sendgrid",
+            "to": "ana@example.com",
+            "template": {
+                "id": "d-0123456789abcdef0123456789abcdef",
+                "data": {"name": "Ana", "total": "42.00 EUR"},
+            },
+            "attachments": [
+                {"filename": "receipt.pdf", "content": "JVBERi0xLjQK", "type": "application/pdf"}
+            ],
+            "transactional": True,
+        },
+    ),
+    OpenApiExample(
+        "Telegram photo with a MarkdownV2 caption",
+        request_only=True,
+        value={
+            "provider": "telegram",
+            "to": "123456789",
+            "body": "*Your ticket* for 12\\.03",
+            "parse_mode": "MarkdownV2",
+            "media_urls": ["https://cdn.example.com/tickets/123.jpg"],
+        },
+    ),
+    OpenApiExample(
+        "Instagram reply by a person, outside the 24-hour window",
+        request_only=True,
+        value={
+            "provider": "instagram",
+            "to": "17841400000000001",
+            "body": "Hi Ana, …",
+            "tag": "HUMAN_AGENT",
+        },
+    ),
+    OpenApiExample(
+        "Scheduled reminder",
+        request_only=True,
+        value={
+            "provider": "whatsapp",
+            "to": "+14155550100",
+            "template": {
+                "content_sid": "HX0123456789abcdef0123456789abcdef",
+                "variables": {"1": "Ana"},
+            },
+            "send_at": "2030-01-01T09:00:00+01:00",
+            "idempotency_key": "reminder-booking-42",
+        },
+    ),
+]
 
 
 class MessageListCreateView(generics.ListAPIView):
@@ -66,6 +132,7 @@ class MessageListCreateView(generics.ListAPIView):
     @extend_schema(
         operation_id="messages_create",
         request=MessageCreateSerializer,
+        examples=SEND_EXAMPLES,
         responses={
             202: MessageCreatedSerializer,
             200: MessageCreatedSerializer,

@@ -3,10 +3,11 @@ and never serialized."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.exceptions import ErrorCode
-from shared.inputs import StrictCharField
+from shared.inputs import TEMPLATE_SCHEMA, StrictCharField
 from shared.models import AuditEvent, Booking, Integration, Message, MessageEvent
 from shared.receipts.urls import receipts_url
 from shared.validation import MAX_TOKEN_LENGTH
@@ -112,7 +113,28 @@ class MessageAttemptSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
+@extend_schema_field(TEMPLATE_SCHEMA)
+class TemplateOutField(serializers.JSONField):
+    """The message's template as validated (null without one)."""
+
+
+class AttachmentInfoSerializer(serializers.Serializer):
+    """An attachment as stored: its description, never its content."""
+
+    filename = serializers.CharField()
+    type = serializers.CharField()
+    disposition = serializers.CharField()
+    content_id = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes, decoded.")
+
+
 class MessageSerializer(serializers.ModelSerializer):
+    template = TemplateOutField(read_only=True)
+    media_urls = serializers.ListField(child=serializers.CharField(), read_only=True)
+    attachments = AttachmentInfoSerializer(many=True, read_only=True)
+    parse_mode = serializers.CharField(read_only=True, allow_null=True)
+    tag = serializers.CharField(read_only=True, allow_null=True)
+
     class Meta:
         model = Message
         fields = [
@@ -122,6 +144,11 @@ class MessageSerializer(serializers.ModelSerializer):
             "subject",
             "body",
             "html",
+            "template",
+            "media_urls",
+            "attachments",
+            "parse_mode",
+            "tag",
             "idempotency_key",
             "transactional",
             "ignore_suppression",

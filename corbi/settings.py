@@ -278,6 +278,16 @@ BULK_MAX_MESSAGES = 1000
 # SCHEDULE_PAST_TOLERANCE_SECONDS in the past means now, further back is refused.
 SCHEDULE_MAX_AHEAD_SECONDS = env_int("SCHEDULE_MAX_AHEAD_SECONDS", 30 * 24 * 3600)
 SCHEDULE_PAST_TOLERANCE_SECONDS = env_int("SCHEDULE_PAST_TOLERANCE_SECONDS", 60)
+# Email attachments per message: at most this many files and bytes (decoded); their base64
+# travels in the request, so the total stays under DATA_UPLOAD_MAX_MEMORY_SIZE.
+MESSAGE_ATTACHMENTS_MAX_COUNT = env_int("MESSAGE_ATTACHMENTS_MAX_COUNT", 10)
+MESSAGE_ATTACHMENTS_MAX_BYTES = env_int("MESSAGE_ATTACHMENTS_MAX_BYTES", 5 * 1024 * 1024)
+if MESSAGE_ATTACHMENTS_MAX_BYTES * 4 // 3 + 65_536 > DATA_UPLOAD_MAX_MEMORY_SIZE:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "MESSAGE_ATTACHMENTS_MAX_BYTES, base64-encoded, must fit in DATA_UPLOAD_MAX_MEMORY_SIZE."
+    )
 # Events out (docs/events.md): signed webhook deliveries to the organization's endpoints.
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
 WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60)

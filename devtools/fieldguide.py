@@ -22,6 +22,30 @@ def _fields(fields: list[ExtraField]) -> str:
     return ", ".join(f"`{f.name}` ({f.help})" for f in fields) or "—"
 
 
+def _beyond_text(spec: ProviderSpec) -> str:
+    """What a message may carry besides its text, from the spec's MessageRules."""
+    rules = spec.messages
+    if rules is None:
+        return "—"
+    parts = []
+    if rules.template is not None:
+        parts.append(f"`template` {rules.template_help}")
+    if rules.media_limit:
+        caption = (
+            f"text ≤ {rules.media_text_limit:,} chars beside it"
+            if rules.media_text_limit
+            else "no text beside it"
+        )
+        parts.append(f"`media_urls` ≤ {rules.media_limit} ({caption})")
+    if rules.attachments:
+        parts.append("`attachments`")
+    if rules.parse_modes:
+        parts.append(f"`parse_mode` {' / '.join(rules.parse_modes)}")
+    if rules.tags:
+        parts.append(f"`tag` {' / '.join(rules.tags)}")
+    return ", ".join(parts) or "—"
+
+
 def _row(spec: ProviderSpec) -> str:
     required = [f for f in spec.extra if f.required]
     optional = [f for f in spec.extra if not f.required]
@@ -30,7 +54,7 @@ def _row(spec: ProviderSpec) -> str:
         sends += f"; body ≤ {spec.messages.body_limit:,} chars"
     return (
         f"| `{spec.slug}` | {spec.token_help} | {_fields(required)} | {_fields(optional)} "
-        f"| {sends} | {spec.default_rate_per_second:g}/s |"
+        f"| {sends} | {_beyond_text(spec)} | {spec.default_rate_per_second:g}/s |"
     )
 
 
@@ -38,7 +62,7 @@ def render() -> str:
     """The Field Guide table, one row per provider spec."""
     header = (
         "| provider | `token` | required `extra` | optional `extra` | `to` of a message "
-        "| default limit |\n|---|---|---|---|---|---|"
+        "| beyond text | default limit |\n|---|---|---|---|---|---|---|"
     )
     return "\n".join([header, *(_row(spec) for spec in SPECS.values())])
 

@@ -64,3 +64,22 @@ def is_current(ciphertext: str) -> bool:
 def token_fingerprint(token: str) -> str:
     """A short, non-reversible identifier of a token for audit records (first 12 hex of SHA-256)."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def encrypt_data(plaintext: str) -> str:
+    """Ciphertext of message data (attachment contents) under the first FERNET_KEY.
+
+    Unlike encrypt_token, the value is not remembered for log scrubbing: it is data, not a
+    credential, and may be megabytes; it is kept out of logs by never being logged.
+    """
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt_data(ciphertext: str) -> str:
+    """The plaintext of encrypt_data; raises TokenDecryptionError (without a value) on failure."""
+    try:
+        return _fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise TokenDecryptionError(
+            "The stored data does not decrypt with any FERNET_KEY."
+        ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -181,6 +182,11 @@ class Message(models.Model):
     ignore_suppression = models.BooleanField(default=False)
     # The send time the request asked for (NULL = at once); compared for idempotency replays.
     send_at = models.DateTimeField(null=True, blank=True)
+    # What the message carries beyond text, as validated (NULL: plain text): `template`,
+    # `media_urls`, `parse_mode`, `tag`, and the attachments' `filename`/`type`/`disposition`/
+    # `content_id`/`size`. Their base64 contents are in `attachments_encrypted` (Fernet).
+    content = models.JSONField(null=True, blank=True, default=None)
+    attachments_encrypted = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -208,6 +214,30 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.pk} {self.provider} {self.status}"
+
+    def _content(self, name: str, default: Any = None) -> Any:
+        return (self.content or {}).get(name, default)
+
+    @property
+    def template(self) -> dict[str, Any] | None:
+        return self._content("template")
+
+    @property
+    def media_urls(self) -> list[str]:
+        return self._content("media_urls", [])
+
+    @property
+    def parse_mode(self) -> str | None:
+        return self._content("parse_mode")
+
+    @property
+    def tag(self) -> str | None:
+        return self._content("tag")
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        """The attachments' descriptions (never their contents)."""
+        return self._content("attachments", [])
 
 
 class MessageAttempt(models.Model):

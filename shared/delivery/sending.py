@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from shared.delivery.types import Release, SendRecord
 from shared.models import Message, Provider
-from shared.providers.base import OutboundMessage, ProviderError
+from shared.providers.base import Attachment, OutboundMessage, ProviderError
 from shared.receipts.urls import status_callback_url
+from shared.services.messages import attachment_contents
 from shared.services.providers import integration_adapter
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,22 @@ def _send_one(
 
 
 def _outbound(message: Message) -> OutboundMessage:
-    """What the adapter sends; WhatsApp sends name their own status callback (receipts)."""
+    """What the adapter sends; WhatsApp sends name their own status callback (receipts).
+    Attachment contents are decrypted here, on the send thread, for this call only."""
     whatsapp = message.provider == Provider.WHATSAPP
+    attachments = ()
+    if message.attachments:
+        contents = attachment_contents(message)
+        attachments = tuple(
+            Attachment(
+                filename=info["filename"],
+                content=content,
+                type=info["type"],
+                disposition=info["disposition"],
+                content_id=info["content_id"],
+            )
+            for info, content in zip(message.attachments, contents, strict=True)
+        )
     return OutboundMessage(
         to=message.to,
         body=message.body,
@@ -136,6 +151,11 @@ def _outbound(message: Message) -> OutboundMessage:
         html=message.html,
         reference=f"msg-{message.pk}",
         status_callback=status_callback_url(message.integration, message.pk) if whatsapp else "",
+        template=message.template,
+        media_urls=tuple(message.media_urls),
+        attachments=attachments,
+        parse_mode=message.parse_mode or "",
+        tag=message.tag or "",
     )
 
 

@@ -6,7 +6,7 @@ import email.utils
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -87,8 +87,20 @@ def _restore_error(
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """An email attachment; `content` is base64 and never shown by repr (so never logged)."""
+
+    filename: str
+    content: str = field(repr=False)
+    type: str = "application/octet-stream"
+    disposition: str = "attachment"
+    content_id: str = ""
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
-    """What a worker hands an adapter to deliver."""
+    """What a worker hands an adapter to deliver: text, or what the provider's spec allows
+    instead or beside it (a template, media by URL, attachments, a format, a message tag)."""
 
     to: str
     body: str
@@ -96,6 +108,11 @@ class OutboundMessage:
     html: str = ""
     reference: str = ""
     status_callback: str = ""
+    template: Mapping[str, Any] | None = None
+    media_urls: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    parse_mode: str = ""
+    tag: str = ""
 
 
 _local = threading.local()

@@ -23,6 +23,8 @@ _CREDENTIALS = {190}
 _RATE_LIMITS = {4, 17, 32, 613, 80002}
 _TRANSIENT = {1, 2}
 _DEFAULT_RETRY_AFTER = 60.0
+# media_kind -> the Graph attachment type (a document goes as `file`).
+_ATTACHMENT_TYPES = {"image": "image", "video": "video", "audio": "audio"}
 
 
 class InstagramGraph(ProviderAdapter):
@@ -44,6 +46,9 @@ class InstagramGraph(ProviderAdapter):
             destination=fields.numeric_id,
             destination_help="Instagram-scoped user id (digits)",
             body_limit=999,
+            media_limit=1,
+            media_text_limit=0,
+            tags=("HUMAN_AGENT",),
         ),
     )
 
@@ -63,8 +68,18 @@ class InstagramGraph(ProviderAdapter):
         return f"Instagram account @{me.get('username', '?')} (id {account})"
 
     def send(self, message: OutboundMessage) -> str:
-        """POST /{id}/messages; return the Graph message_id, or raise ProviderError."""
-        payload = {"recipient": {"id": message.to}, "message": {"text": message.body}}
+        """POST /{id}/messages (text, or one attachment by URL; HUMAN_AGENT tag when set);
+        return the Graph message_id, or raise ProviderError."""
+        body: dict[str, Any] = {"text": message.body}
+        if message.media_urls:
+            url = message.media_urls[0]
+            kind = fields.media_kind(url)
+            body = {
+                "attachment": {"type": _ATTACHMENT_TYPES.get(kind, "file"), "payload": {"url": url}}
+            }
+        payload: dict[str, Any] = {"recipient": {"id": message.to}, "message": body}
+        if message.tag:
+            payload |= {"messaging_type": "MESSAGE_TAG", "tag": message.tag}
         sent = self._call("POST", f"{self.account_id}/messages", json=payload)
         return str(sent["message_id"])
 

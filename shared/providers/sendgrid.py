@@ -13,7 +13,13 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from . import fields
-from .base import OutboundMessage, ProviderAdapter, ProviderError, retry_after_seconds
+from .base import (
+    Attachment,
+    OutboundMessage,
+    ProviderAdapter,
+    ProviderError,
+    retry_after_seconds,
+)
 from .spec import ExtraField, MessageRules, ProviderSpec
 
 T = TypeVar("T")
@@ -52,6 +58,10 @@ class SendGridEmail(ProviderAdapter):
             destination_help="email address",
             body_limit=100_000,
             email=True,
+            template=fields.sendgrid_template,
+            template_help='`{"id": "d-…", "data": {…}}` (dynamic template)',
+            template_allows=("subject",),
+            attachments=True,
         ),
     )
 
@@ -81,17 +91,28 @@ class SendGridEmail(ProviderAdapter):
             content.append({"type": "text/plain", "value": message.body})
         if message.html:
             content.append({"type": "text/html", "value": message.html})
-        if not content:
+        if not content and not message.template:
             raise self._error("SendGrid: the email has neither text nor HTML", kind="permanent")
         sender = {"email": self.from_email}
         if self.from_name:
             sender["name"] = self.from_name
-        mail: dict[str, Any] = {
-            "personalizations": [{"to": [{"email": message.to}]}],
-            "from": sender,
-            "subject": message.subject,
-            "content": content,
-        }
+        personalization: dict[str, Any] = {"to": [{"email": message.to}]}
+        mail: dict[str, Any] = {"personalizations": [personalization], "from": sender}
+        if message.subject:
+            mail["subject"] = message.subject
+        if content:
+            mail["content"] = content
+        if message.template:
+            # A dynamic template holds subject and content; `data` fills its placeholders, and
+            # a subject sent beside it is offered to the template as {{subject}}.
+            mail["template_id"] = message.template["id"]
+            data = dict(message.template.get("data") or {})
+            if message.subject:
+                data.setdefault("subject", message.subject)
+            if data:
+                personalization["dynamic_template_data"] = data
+        if message.attachments:
+            mail["attachments"] = [_attachment(item) for item in message.attachments]
         if message.reference:
             mail["custom_args"] = {"corbi_reference": message.reference}
         response = self._call(lambda: self._sg.send(mail))
@@ -165,6 +186,18 @@ class SendGridEmail(ProviderAdapter):
         kind = "transient" if status >= 500 else "permanent"
         where = f" ({field})" if field else ""
         return self._error(f"SendGrid: {text}{where}", kind=kind, code=status, status=status)
+
+
+def _attachment(item: Attachment) -> dict[str, str]:
+    out = {
+        "content": item.content,
+        "filename": item.filename,
+        "type": item.type,
+        "disposition": item.disposition,
+    }
+    if item.content_id:
+        out["content_id"] = item.content_id
+    return out
 
 
 def _json(body: bytes | str | None) -> dict[str, Any]:

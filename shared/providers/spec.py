@@ -29,15 +29,41 @@ class ExtraField:
     default: str | None = None
 
 
+class FieldProblem(ValueError):
+    """A check's complaint about one part of a structured value (e.g. `content_sid` of a
+    template): reported at `<field>.<part>`."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
+        self.message = message
+
+
 @dataclass(frozen=True)
 class MessageRules:
-    """How a provider that delivers messages takes them."""
+    """How a provider that delivers messages takes them: destination, text, and what a message
+    may carry beyond text (a template, media by URL, attachments, a format, a message tag)."""
 
     destination: Check
     destination_help: str
     body_limit: int
     # Email: a subject is required and html may stand in for the text body; others: text only.
     email: bool = False
+    # Checks a `template` object and returns it normalised, raising FieldProblem; None: no
+    # templates. `template_help` describes the object (README Field Guide, API schema).
+    template: Check | None = None
+    template_help: str = ""
+    # The text fields a template message may still carry (the template holds the rest).
+    template_allows: tuple[str, ...] = ()
+    # How many `media_urls` one message takes (0: none), and the text limit beside media
+    # (a caption); 0 means media travels without text.
+    media_limit: int = 0
+    media_text_limit: int = 0
+    # Email attachments (base64 content with a filename and type).
+    attachments: bool = False
+    # Per-message formatting (Telegram's parse_mode) and message tags (Instagram).
+    parse_modes: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

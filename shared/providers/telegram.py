@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
@@ -53,6 +55,9 @@ class TelegramBot(ProviderAdapter):
             destination=fields.chat_id,
             destination_help="chat id (integer) or `@channel`",
             body_limit=4096,
+            media_limit=1,
+            media_text_limit=1024,
+            parse_modes=("HTML", "MarkdownV2"),
         ),
     )
 
@@ -70,11 +75,22 @@ class TelegramBot(ProviderAdapter):
         return f"Telegram bot @{bot.get('username', bot.get('id'))}"
 
     def send(self, message: OutboundMessage) -> str:
-        """Call sendMessage; return "<chat id>:<message id>", or raise ProviderError."""
-        payload: dict[str, Any] = {"chat_id": message.to, "text": message.body}
-        if self.parse_mode:
-            payload["parse_mode"] = self.parse_mode
-        sent = self._call("sendMessage", payload)
+        """Call sendMessage (sendPhoto / sendDocument by URL for media, the text as caption);
+        return "<chat id>:<message id>", or raise ProviderError."""
+        parse_mode = message.parse_mode or self.parse_mode
+        if message.media_urls:
+            url = message.media_urls[0]
+            # Photos by URL: JPEG, PNG, WebP; everything else (GIF, PDF, ZIP) as a document.
+            photo = fields.media_kind(url) == "image" and not _is_gif(url)
+            method, field = ("sendPhoto", "photo") if photo else ("sendDocument", "document")
+            payload: dict[str, Any] = {"chat_id": message.to, field: url}
+            if message.body:
+                payload["caption"] = message.body
+        else:
+            method, payload = "sendMessage", {"chat_id": message.to, "text": message.body}
+        if parse_mode and (message.body or not message.media_urls):
+            payload["parse_mode"] = parse_mode
+        sent = self._call(method, payload)
         return f"{sent['chat']['id']}:{sent['message_id']}"
 
     def _secrets(self) -> list[str]:
@@ -151,3 +167,21 @@ class TelegramBot(ProviderAdapter):
             )
         kind = "transient" if max(status, code) >= 500 else "permanent"
         return self._error(f"Telegram: {detail}", kind=kind, code=code, status=status)
+
+
+def _is_gif(url: str) -> bool:
+    return urlsplit(url).path.lower().endswith(".gif")
+
+
+_MARKDOWN_V2_RESERVED = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
+
+
+def escape_markdown_v2(text: str) -> str:
+    """`text` safe to put in a MarkdownV2 message outside entities: each of
+    _ * [ ] ( ) ~ ` > # + - = | { } . ! and \\ gets a preceding backslash."""
+    return _MARKDOWN_V2_RESERVED.sub(r"\\\1", text)
+
+
+def escape_html(text: str) -> str:
+    """`text` safe to put in an HTML-mode message outside tags: & < > as entities."""
+    return html.escape(text, quote=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -68,6 +69,10 @@ class TwilioWhatsApp(ProviderAdapter):
             destination=fields.phone,
             destination_help="E.164 number valid for its country (`whatsapp:` prefix allowed)",
             body_limit=1600,
+            template=fields.whatsapp_template,
+            template_help='`{"content_sid": "HX…", "variables": {"1": "Ana"}}`',
+            media_limit=1,
+            media_text_limit=1600,
         ),
     )
 
@@ -103,11 +108,19 @@ class TwilioWhatsApp(ProviderAdapter):
 
     def send(self, message: OutboundMessage) -> str:
         """Create a message; return its SID (SM…), or raise ProviderError."""
-        params: dict[str, Any] = {
-            "to": whatsapp_address(message.to),
-            "from_": self.sender,
-            "body": message.body,
-        }
+        params: dict[str, Any] = {"to": whatsapp_address(message.to), "from_": self.sender}
+        if message.template:
+            # A Content template replaces Body and MediaUrl. ContentVariables must be a JSON
+            # string: the SDK form-encodes a dict as its keys ("1"), which Twilio refuses.
+            params["content_sid"] = message.template["content_sid"]
+            variables = message.template.get("variables") or {}
+            if variables:
+                params["content_variables"] = json.dumps(variables, ensure_ascii=False)
+        else:
+            if message.body:
+                params["body"] = message.body
+            if message.media_urls:
+                params["media_url"] = list(message.media_urls)
         if message.status_callback:
             params["status_callback"] = message.status_callback
         created = self._call(lambda: self._client.messages.create(**params))
@@ -158,6 +171,7 @@ class TwilioWhatsApp(ProviderAdapter):
             return self._error(
                 f"Twilio: {text} ({code})", kind="transient", code=code, status=status
             )
+        # 21655 bad or unknown ContentSid, 21656 bad ContentVariables, 21620 bad MediaUrl,
         # 21211 invalid To, 21408 region not enabled, 21602/21603/21604 missing Body/From/To,
         # 21617 body too long, 63007 sender not a WhatsApp channel, 63016 outside the 24 h window,
         # 20404 not found, and every other 4xx: the same request will fail again.

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from shared.crypto import TokenDecryptionError, decrypt_token, is_current, rotate_ciphertext
 from shared.errors import TokenUndecryptable
-from shared.models import Integration
+from shared.models import Integration, Message
 
 
 def integration_key_state_record(
@@ -106,3 +106,36 @@ def integration_tokens_rotate(*, batch_size: int = 200) -> RotationResult:
                 )
                 result.rotated += 1
     return result
+
+
+def message_attachments_rotate(*, batch_size: int = 200) -> RotationResult:
+    """Re-encrypt the stored attachment contents of messages under the first key.
+
+    Rows are read in primary-key batches and each is rewritten only if its ciphertext has not
+    changed meanwhile (one conditional UPDATE), so nothing is held locked and nothing is lost.
+    """
+    result = RotationResult()
+    last = 0
+    while True:
+        rows = list(
+            Message.objects.filter(pk__gt=last)
+            .exclude(attachments_encrypted="")
+            .order_by("pk")
+            .values_list("pk", "attachments_encrypted")[:batch_size]
+        )
+        if not rows:
+            return result
+        last = rows[-1][0]
+        for pk, ciphertext in rows:
+            if is_current(ciphertext):
+                result.already_current += 1
+                continue
+            try:
+                new = rotate_ciphertext(ciphertext)
+            except TokenDecryptionError:
+                result.failed_ids.append(pk)
+                continue
+            Message.objects.filter(pk=pk, attachments_encrypted=ciphertext).update(
+                attachments_encrypted=new
+            )
+            result.rotated += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from shared.crypto import decrypt_data, encrypt_data
 from shared.errors import (
     Conflict,
     IdempotencyKeyReused,
@@ -97,8 +99,41 @@ def _store(
     raise Conflict("The idempotency key is being used by a concurrent request; try again.")
 
 
-# What makes two requests with one idempotency key the same request (validated, normalized).
+# What makes two requests with one idempotency key the same request (validated, normalized):
+# these columns, and what the message carries beyond text (CONTENT_FIELDS, attachments'
+# contents included).
 COMPARED_FIELDS = ("provider", "to", "body", "subject", "html", "send_at")
+CONTENT_FIELDS = ("template", "media_urls", "parse_mode", "tag", "attachments")
+_ATTACHMENT_INFO = ("filename", "type", "disposition", "content_id", "size")
+
+
+def message_content(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `content` column of a validated request: only what it sets (None: plain text)."""
+    content: dict[str, Any] = {}
+    for name in ("template", "parse_mode", "tag"):
+        if row[name] is not None:
+            content[name] = row[name]
+    if row["media_urls"]:
+        content["media_urls"] = list(row["media_urls"])
+    if row["attachments"]:
+        content["attachments"] = [
+            {key: item[key] for key in _ATTACHMENT_INFO} for item in row["attachments"]
+        ]
+    return content or None
+
+
+def encrypted_attachments(attachments: Sequence[Mapping[str, Any]]) -> str:
+    """The attachments' base64 contents, in order, as one Fernet token ("" when none)."""
+    if not attachments:
+        return ""
+    return encrypt_data(json.dumps([item["content"] for item in attachments]))
+
+
+def attachment_contents(message: Message) -> list[str]:
+    """The base64 contents of `message`'s attachments, in order (decrypted here, per use)."""
+    if not message.attachments_encrypted:
+        return []
+    return json.loads(decrypt_data(message.attachments_encrypted))
 
 
 def _refuse_reused_keys(
@@ -127,6 +162,11 @@ def differing_fields(message: Message, row: Mapping[str, Any]) -> list[str]:
     is normalized by today's check before it is compared.
     """
     differs = [name for name in COMPARED_FIELDS if getattr(message, name) != row[name]]
+    stored, sent = message.content or {}, message_content(row) or {}
+    differs += [name for name in CONTENT_FIELDS if stored.get(name) != sent.get(name)]
+    if "attachments" not in differs and sent.get("attachments"):
+        if attachment_contents(message) != [item["content"] for item in row["attachments"]]:
+            differs.append("attachments")
     if "to" in differs and message.provider == row["provider"]:
         rules = SPECS[message.provider].messages
         try:
@@ -159,6 +199,8 @@ def _new_message(
         send_at=send_at,
         transactional=row["transactional"],
         ignore_suppression=row["ignore_suppression"],
+        content=message_content(row),
+        attachments_encrypted=encrypted_attachments(row["attachments"]),
         status=MessageStatus.SCHEDULED if scheduled else MessageStatus.QUEUED,
         next_attempt_at=send_at if scheduled else now,
         enqueued_at=now if soon else None,
@@ -274,13 +316,28 @@ def send_message(
     transactional: bool = False,
     ignore_suppression: bool = False,
     send_at: datetime | str | None = None,
+    template: Mapping[str, Any] | None = None,
+    media_urls: Sequence[str] | None = None,
+    attachments: Sequence[Mapping[str, Any]] | None = None,
+    parse_mode: str | None = None,
+    tag: str | None = None,
 ) -> Message:
     """Product-code entry point: exactly what POST /api/messages/ does; returns the message row.
 
-    `send_at` (an aware datetime or an ISO 8601 string with an offset) schedules it."""
+    `send_at` (an aware datetime or an ISO 8601 string with an offset) schedules it.
+    `template`, `media_urls`, `attachments` (dicts of filename, content as base64, type, …),
+    `parse_mode` and `tag` are the API fields of the same names (docs/messages.md)."""
     organization = org if isinstance(org, Organization) else Organization.objects.get(pk=org)
-    data = {"provider": provider, "to": to, "body": body, "subject": subject, "html": html}
+    data: dict[str, Any] = {
+        "provider": provider,
+        "to": to,
+        "body": body,
+        "subject": subject,
+        "html": html,
+    }
     data |= {"transactional": transactional, "ignore_suppression": ignore_suppression}
+    data |= {"template": template, "parse_mode": parse_mode, "tag": tag}
+    data |= {"media_urls": list(media_urls or []), "attachments": list(attachments or [])}
     if isinstance(send_at, datetime):
         send_at = send_at.isoformat()
     message, _ = message_create(

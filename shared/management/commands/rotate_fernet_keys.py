@@ -1,4 +1,5 @@
-"""manage.py rotate_fernet_keys: re-encrypt every stored token under the first FERNET_KEY."""
+"""manage.py rotate_fernet_keys: re-encrypt every stored token (and message attachment) under
+the first FERNET_KEY."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from shared.services.keys import integration_tokens_rotate
+from shared.services.keys import integration_tokens_rotate, message_attachments_rotate
 
 
 class Command(BaseCommand):
@@ -23,5 +24,17 @@ class Command(BaseCommand):
                 "Some tokens did not decrypt with any FERNET_KEY: keep their old key in FERNET_KEY "
                 "or reconnect those integrations (ids: "
                 + ", ".join(str(pk) for pk in result.failed_ids)
+                + ")."
+            )
+        files = message_attachments_rotate()
+        self.stdout.write(
+            f"Rotated the attachments of {files.rotated} message(s); "
+            f"{files.already_current} already current; {files.failed} could not be decrypted."
+        )
+        if files.failed:
+            self.stderr.write(
+                "Some message attachments did not decrypt with any FERNET_KEY: keep their old "
+                "key in FERNET_KEY until those messages are sent (ids: "
+                + ", ".join(str(pk) for pk in files.failed_ids)
                 + ")."
             )

@@ -54,3 +54,32 @@ def test_rotate_reports_tokens_no_key_can_decrypt():
         call_command("rotate_fernet_keys", stdout=out, stderr=err)
     assert "1 could not be decrypted" in out.getvalue()
     assert "FERNET_KEY" in err.getvalue()
+
+
+@pytest.mark.django_db
+def test_rotate_reencrypts_message_attachments_too():
+    import base64
+
+    from shared.crypto import decrypt_data
+    from shared.services.messages import send_message
+    from tests.factories import connect
+
+    content = base64.b64encode(b"CANARY-attachment-rotation").decode()
+    with override_settings(FERNET_KEYS=(OLD_KEY,)):
+        member = connect(make_member("acme", "alice", "admin"), "sendgrid")
+        message = send_message(
+            member.org,
+            "sendgrid",
+            "ana@example.test",
+            "See attached.",
+            subject="Receipt",
+            attachments=[{"filename": "r.txt", "content": content}],
+        )
+    out = io.StringIO()
+    with override_settings(FERNET_KEYS=(NEW_KEY, OLD_KEY)):
+        call_command("rotate_fernet_keys", stdout=out)
+    assert "Rotated the attachments of 1 message(s); 0 already current" in out.getvalue()
+    message.refresh_from_db()
+    with override_settings(FERNET_KEYS=(NEW_KEY,)):
+        assert decrypt_data(message.attachments_encrypted) == f'["{content}"]'
+    assert content not in out.getvalue()
