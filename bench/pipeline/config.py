@@ -4,6 +4,10 @@ from devtools.procs import ROOT
 
 DB_NAME = "corbi_bench"
 REDIS_URL = "redis://127.0.0.1:6379/13"
+# The scheduled-sweep section's own database; run alone (`--only sched`) it also has its own
+# broker db and starts no stack (sandbox, gunicorn, corbi_bench).
+SCHED_DB_NAME = "corbi_bench_sched"
+SCHED_REDIS_URL = "redis://127.0.0.1:6379/12"
 LATENCY_MS = 100
 TELEGRAM_TOKEN = "7000001:benchBENCHbench_token_0123456789abcdef"
 CHAT_BASE = 1_000_000  # far from the sandbox's magic chat ids

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 
 import bench.pipeline
-from bench.common import free_port
+from bench.common import PG, free_port
 from bench.pipeline.api import section_api
-from bench.pipeline.config import LATENCY_MS
+from bench.pipeline.config import LATENCY_MS, SCHED_DB_NAME, SCHED_REDIS_URL
 from bench.pipeline.events import section_events
 from bench.pipeline.eventsql import section_sql
 from bench.pipeline.inprocess import section_queries
@@ -19,7 +19,8 @@ from bench.pipeline.memory import section_memory
 from bench.pipeline.ratelimits import section_rate_limits
 from bench.pipeline.receipts import section_receipts
 from bench.pipeline.report import write_results
-from bench.pipeline.stack import PROCS, Ctx, bench_org, gunicorn, make_env, setup
+from bench.pipeline.scheduled import section_scheduled
+from bench.pipeline.stack import PROCS, Ctx, bench_org, gunicorn, make_env, setup, start_django
 from bench.pipeline.throughput import (
     section_batch_sizes,
     section_cpu,
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma-separated sections to run (api,throughput,batch,scaling,queries,memory,"
-        "ratelimits,events,receipts); default all. Replaces only those sections in RESULTS.md",
+        "ratelimits,events,receipts,sched); default all. Replaces only those sections in RESULTS.md",
     )
     return parser.parse_args(argv)
 
@@ -73,11 +74,24 @@ class Sizes:
         self.event_reps = 1 if quick else 3
         self.receipts = 300 if quick else 2000
         self.sendgrid_batches = 6 if quick else 40
+        self.sched_backlogs = (0, 1_000, 10_000) if quick else (0, 10_000, 100_000)
+        self.sched_repeat = 5 if quick else 15
+
+
+# Sections that need no stack: run alone, they start no sandbox, gunicorn or worker.
+STACKLESS = frozenset({"sched"})
+
+
+def selected(args: argparse.Namespace) -> set[str]:
+    return {name.strip() for name in args.only.split(",") if name.strip()}
+
+
+SCHED_TITLE = "Scheduled-send sweep: time per sweep as the future backlog grows"
 
 
 def run_sections(ctx: Ctx, args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
     s = Sizes(args)
-    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    only = selected(args)
 
     def want(name: str) -> bool:
         return not only or name in only
@@ -112,6 +126,29 @@ def run_sections(ctx: Ctx, args: argparse.Namespace, add: Callable[[str, str], N
         )
     if want("events") or want("receipts"):
         run_events_and_receipts(ctx, s, add)
+    if want("sched"):  # last: it points this process at its own database for a while
+        ctx.fresh()
+        add(
+            SCHED_TITLE,
+            section_scheduled(ctx.env, ctx.redis, s.sched_backlogs, s.sched_repeat),
+        )
+
+
+def run_stackless(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
+    """The STACKLESS sections alone: Django in this process on their own database and broker
+    db, with no sandbox (its URL points nowhere), gunicorn or worker."""
+    import redis
+
+    s = Sizes(args)
+    nowhere = "http://127.0.0.1:9"
+    env = {
+        **make_env(nowhere, nowhere),
+        "DATABASE_URL": f"{PG}/{SCHED_DB_NAME}",
+        "REDIS_URL": SCHED_REDIS_URL,
+    }
+    start_django(env)
+    broker = redis.Redis.from_url(SCHED_REDIS_URL)
+    add(SCHED_TITLE, section_scheduled(env, broker, s.sched_backlogs, s.sched_repeat))
 
 
 def run_events_and_receipts(ctx: Ctx, s: Sizes, add: Callable[[str, str], None]) -> None:
@@ -146,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - began:.0f} s]", flush=True)
 
     try:
+        if args.only and selected(args) <= STACKLESS:
+            run_stackless(args, add)
+            return finish(args, argv, began, sections)
         with SandboxProcess(latency_ms=LATENCY_MS) as sandbox:
             port = free_port()
             env = make_env(sandbox.url, f"http://127.0.0.1:{port}")
@@ -164,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             connections.close_all()
         except Exception:  # best effort on the way out
             pass
+    return finish(args, argv, began, sections)
+
+
+def finish(
+    args: argparse.Namespace, argv: list[str] | None, began: float, sections: list[tuple[str, str]]
+) -> int:
     runtime = time.monotonic() - began
     write_results(sections, argv if argv is not None else sys.argv[1:], runtime, bool(args.only))
     return 0

@@ -136,6 +136,11 @@ def setup(env: dict[str, str]) -> None:
     result = manage("migrate", "--noinput", "-v", "0", env=env, timeout=180)
     if result.returncode:
         raise RuntimeError("migrate failed: " + result.stderr[-2000:])
+    start_django(env)
+
+
+def start_django(env: dict[str, str]) -> None:
+    """django.setup() in this process on `env`."""
     os.environ.update(env)
     import django
 
