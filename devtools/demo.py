@@ -225,7 +225,9 @@ def wait_outcome(
 def wire_receipts(base: str, admin: dict[str, Any], sandbox: str, env: dict[str, str]) -> None:
     """Point the sandbox's receipts at this stack: SendGrid's Event Webhook (connecting the
     demo SendGrid integration with the sandbox's verification key) and the Meta webhook.
-    WhatsApp needs nothing: every send names its own callback under PUBLIC_BASE_URL."""
+    WhatsApp needs no receiver setup (every send names its own callback under PUBLIC_BASE_URL),
+    but its demo recipient writes to the sender first, as a customer would, so that the free-form
+    demo messages fall inside WhatsApp's 24-hour customer-service window."""
     session = requests.Session()
     session.headers.update(
         {"Authorization": f"Token {admin['token']}", "X-Org-ID": str(admin["org_id"])}
@@ -243,6 +245,16 @@ def wire_receipts(base: str, admin: dict[str, Any], sandbox: str, env: dict[str,
     session.post(
         f"{sandbox}/_sandbox/sendgrid/event-webhook",
         json={"api_key": spec["token"], "url": url},
+        timeout=10,
+    ).raise_for_status()
+    wa = DEMO_ACCOUNTS["whatsapp"]
+    session.post(
+        f"{sandbox}/_sandbox/whatsapp/inbound",
+        json={
+            "account_sid": wa["account"]["account_sid"],
+            "from": "whatsapp:" + wa["to"],
+            "to": wa["account"]["senders"][0],
+        },
         timeout=10,
     ).raise_for_status()
     session.post(

@@ -42,6 +42,41 @@ def _rate(spec: dict[str, Any]) -> float | None:
     return value
 
 
+def _window(spec: dict[str, Any], default: float | None) -> float | None:
+    value = spec.get("session_window_hours", default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise AccountError("session_window_hours must be null or a positive number")
+    return value
+
+
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]{1,16})\s*\}\}")
+
+
+def content_template(spec: Any) -> dict[str, Any]:
+    """One Content template `{"sid": "HX…", "body": "Hi {{1}}", "variables": {"1": "there"}}`;
+    `variables` are its default sample values and must cover every placeholder."""
+    if not isinstance(spec, dict):
+        raise AccountError("a content template must be an object {sid, body, variables}")
+    sid = spec.get("sid")
+    if not isinstance(sid, str) or not _CONTENT_SID.fullmatch(sid):
+        raise AccountError("content template sid must be HX followed by 32 hex digits")
+    body = spec.get("body")
+    if not isinstance(body, str) or not body:
+        raise AccountError("content template body must be a non-empty string")
+    variables = spec.get("variables") or {}
+    if not isinstance(variables, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in variables.items()
+    ):
+        raise AccountError("content template variables must map names to non-empty strings")
+    missing = sorted(set(PLACEHOLDER.findall(body)) - set(variables))
+    if missing:
+        raise AccountError(f"content template {sid} has no default value for {missing}")
+    return {"sid": sid, "body": body, "variables": dict(variables)}
+
+
 def webhook_url(value: Any) -> str | None:
     """An http(s) URL for the sandbox to post events to, or None (events off)."""
     if value is None:
@@ -61,6 +96,9 @@ def _whatsapp(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     status = spec.get("status", "active")
     if status not in ("active", "suspended", "closed"):
         raise AccountError("status must be active, suspended or closed")
+    templates = spec.get("content_templates") or []
+    if not isinstance(templates, list):
+        raise AccountError("content_templates must be a list of templates")
     return sid, {
         "provider": "whatsapp",
         "account_sid": sid,
@@ -72,6 +110,8 @@ def _whatsapp(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "status": status,
         "type": spec.get("type", "Full"),
         "rate_per_second": _rate(spec),
+        "session_window_hours": _window(spec, 24),
+        "content_templates": [content_template(t) for t in templates],
     }
 
 
@@ -118,6 +158,7 @@ def _instagram(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "username": _str(spec, "username", default="corbi.sandbox"),
         "name": _str(spec, "name", default="Corbi Sandbox"),
         "rate_per_second": _rate(spec),
+        "session_window_hours": _window(spec, None),
     }
 
 

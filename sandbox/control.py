@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import time
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from sandbox.accounts import AccountError
+from sandbox.accounts import AccountError, content_template
 from sandbox.common import json_response, state_of
 from sandbox.state import PROVIDERS, ConfigError
 
@@ -154,6 +156,76 @@ async def clear_callbacks(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+_WHATSAPP_ADDRESS = re.compile(r"whatsapp:\+[1-9]\d{6,14}")
+
+
+def _seconds_ago(spec: dict[str, Any]) -> float | None:
+    value = spec.get("seconds_ago", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return time.time() - value
+
+
+async def add_whatsapp_template(request: web.Request) -> web.Response:
+    spec = await _json(request)
+    if not isinstance(spec, dict):
+        return _bad("a template must be a JSON object")
+    account = state_of(request).accounts["whatsapp"].get(spec.get("account_sid"))  # type: ignore[arg-type]
+    if account is None:
+        return json_response({"error": "unknown whatsapp account_sid"}, 404)
+    try:
+        template = content_template({k: spec.get(k) for k in ("sid", "body", "variables")})
+    except AccountError as exc:
+        return _bad(str(exc))
+    others = [t for t in account["content_templates"] if t["sid"] != template["sid"]]
+    account["content_templates"] = [*others, template]
+    return json_response({"account_sid": account["account_sid"], **template}, 201)
+
+
+async def whatsapp_inbound(request: web.Request) -> web.Response:
+    """A customer's inbound WhatsApp message: opens the 24-hour window for (sender, customer)."""
+    spec = await _json(request)
+    if not isinstance(spec, dict):
+        return _bad("an inbound message must be a JSON object")
+    state = state_of(request)
+    account = state.accounts["whatsapp"].get(spec.get("account_sid"))  # type: ignore[arg-type]
+    if account is None:
+        return json_response({"error": "unknown whatsapp account_sid"}, 404)
+    customer, sender = spec.get("from"), spec.get("to")
+    if not isinstance(customer, str) or not _WHATSAPP_ADDRESS.fullmatch(customer):
+        return _bad("from must be the customer's whatsapp:+E164 address")
+    if sender is not None and sender not in account["senders"]:
+        return _bad("to must be one of the account's senders (omit it for all of them)")
+    at = _seconds_ago(spec)
+    if at is None:
+        return _bad("seconds_ago must be a non-negative number")
+    key = (account["account_sid"], sender or "*", customer)
+    state.whatsapp_inbound[key] = max(at, state.whatsapp_inbound.get(key, 0.0))
+    body = {"account_sid": key[0], "from": customer, "to": sender, "received_at": at}
+    return json_response(body, 201)
+
+
+async def instagram_inbound(request: web.Request) -> web.Response:
+    """An Instagram user's message to the account: opens its window for that user."""
+    spec = await _json(request)
+    if not isinstance(spec, dict):
+        return _bad("an inbound message must be a JSON object")
+    state = state_of(request)
+    ig_id, sender = str(spec.get("ig_id") or ""), spec.get("sender_id")
+    if not any(a["ig_id"] == ig_id for a in state.accounts["instagram"].values()):
+        return json_response({"error": "unknown instagram ig_id"}, 404)
+    if isinstance(sender, int) and not isinstance(sender, bool):
+        sender = str(sender)
+    if not isinstance(sender, str) or not sender.isdigit():
+        return _bad("sender_id must be the user's numeric IGSID")
+    at = _seconds_ago(spec)
+    if at is None:
+        return _bad("seconds_ago must be a non-negative number")
+    key = (ig_id, sender)
+    state.instagram_inbound[key] = max(at, state.instagram_inbound.get(key, 0.0))
+    return json_response({"ig_id": ig_id, "sender_id": sender, "received_at": at}, 201)
+
+
 async def reset(request: web.Request) -> web.Response:
     state_of(request).reset()
     return json_response({"status": "reset"})
@@ -174,4 +246,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/_sandbox/requests", clear_requests)
     r.add_get("/_sandbox/callbacks", list_callbacks)
     r.add_delete("/_sandbox/callbacks", clear_callbacks)
+    r.add_post("/_sandbox/whatsapp/templates", add_whatsapp_template)
+    r.add_post("/_sandbox/whatsapp/inbound", whatsapp_inbound)
+    r.add_post("/_sandbox/instagram/inbound", instagram_inbound)
     r.add_post("/_sandbox/reset", reset)

@@ -10,6 +10,7 @@ import secrets
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from sandbox.state import acquire
 
 SLUG = "instagram"
 MAX_TEXT = 1000
+ATTACHMENT_TYPES = ("image", "video", "audio", "file")
+HUMAN_AGENT_HOURS = 7 * 24
 
 _PATH = re.compile(r"/(v\d+\.\d+)/([^/]+)(?:/([^/]+))?/?")
 _USER_FIELDS = {"id", "user_id", "username", "name", "account_type", "profile_picture_url"}
@@ -231,15 +234,60 @@ def _send(request: web.Request, account: dict[str, Any], headers: dict[str, str]
             100,
             "too_long",
         )
+    problem = _attachment_error(message)
+    if problem:
+        return reject(problem, 100, "invalid_request")
+    messaging_type, tag = body.get("messaging_type"), body.get("tag")
+    tagged = messaging_type == "MESSAGE_TAG"
+    if (tagged or tag is not None) and tag != "HUMAN_AGENT":
+        return reject("(#100) Param tag must be one of {HUMAN_AGENT}", 100, "invalid_request")
     recipient_id = str(recipient.get("id") or recipient.get("comment_id"))
     magic = MAGIC_RECIPIENTS.get(recipient_id)
     if magic is not None:
         code, subcode, text_ = magic
         return reject(text_, code, "rejected", subcode)
+    if not _in_window(request, account, recipient_id, tagged):
+        code, subcode, text_ = MAGIC_RECIPIENTS["10"]
+        return reject(text_, code, "outside_window", subcode)
+    attachment = message.get("attachment")
+    if isinstance(attachment, dict) and "/404" in urlsplit(attachment["payload"]["url"]).path:
+        return reject("(#100) Upload attachment failure", 100, "upload_failed", 2018047)
     message_id = _message_id(account["ig_id"])
     outcome(request, "sent", message_id)
     meta_webhooks.schedule_events(request.app, account, recipient_id, message_id)
     return json_response({"recipient_id": recipient_id, "message_id": message_id}, 200, headers)
+
+
+def _attachment_error(message: dict[str, Any]) -> str | None:
+    """Why `message.attachment` is invalid (or the message has text and an attachment)."""
+    attachment = message.get("attachment")
+    if attachment is None:
+        return None
+    if message.get("text"):
+        return "(#100) Only one of message[text] or message[attachment] may be set"
+    if not isinstance(attachment, dict) or attachment.get("type") not in ATTACHMENT_TYPES:
+        return "(#100) Param message[attachment][type] must be one of {image, video, audio, file}"
+    payload = attachment.get("payload")
+    url = payload.get("url") if isinstance(payload, dict) else None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return "(#100) Param message[attachment][payload][url] must be a valid URL"
+    return None
+
+
+def _in_window(
+    request: web.Request, account: dict[str, Any], recipient_id: str, tagged: bool
+) -> bool:
+    """Whether the user wrote within the account's `session_window_hours` (always true when it
+    is null), or within 7 days for a HUMAN_AGENT tagged reply."""
+    hours = account["session_window_hours"]
+    if hours is None:
+        return True
+    last = state_of(request).instagram_inbound.get((account["ig_id"], recipient_id))
+    if last is None:
+        return False
+    age = time.time() - last
+    return age < hours * 3600 or (tagged and age < HUMAN_AGENT_HOURS * 3600)
 
 
 def _message_id(ig_id: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import math
 import re
@@ -29,6 +31,10 @@ HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 UNLIMITED = 10_000
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+_DYNAMIC_TEMPLATE = re.compile(r"d-[0-9a-fA-F]{32}")
+_LEGACY_TEMPLATE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 def errors(
@@ -280,7 +286,43 @@ def validate(body: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{HELP}#message.reply_to",
             )
         )
-    templated = bool(body.get("template_id"))
+    template_id = body.get("template_id")
+    templated = False
+    if template_id is not None:
+        if isinstance(template_id, str) and (
+            _DYNAMIC_TEMPLATE.fullmatch(template_id) or _LEGACY_TEMPLATE.fullmatch(template_id)
+        ):
+            templated = True
+        else:
+            out.append(
+                _err(
+                    f"The template_id must be a valid GUID, you provided '{template_id}'.",
+                    "template_id",
+                    f"{HELP}#message.template_id",
+                )
+            )
+    dynamic = templated and str(template_id).startswith("d-")
+    for i, p in enumerate(personalizations):
+        if not isinstance(p, dict):
+            continue
+        data = p.get("dynamic_template_data")
+        if data is not None and not isinstance(data, dict):
+            out.append(
+                _err(
+                    "Invalid type. Expected: object, given: " + _json_type(data) + ".",
+                    f"personalizations.{i}.dynamic_template_data",
+                    f"{HELP}#message.personalizations.dynamic_template_data",
+                )
+            )
+        if dynamic and p.get("substitutions") is not None:
+            out.append(
+                _err(
+                    "Substitutions may not be used with dynamic templating",
+                    f"personalizations.{i}.substitutions",
+                    f"{HELP}#message.personalizations.substitutions",
+                )
+            )
+    out.extend(_attachment_errors(body.get("attachments")))
     every_has_subject = bool(personalizations) and all(
         isinstance(p, dict) and p.get("subject") for p in personalizations
     )
@@ -342,3 +384,86 @@ def validate(body: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     return out
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "null"
+
+
+def _attachment_errors(attachments: Any) -> list[dict[str, Any]]:
+    """SendGrid's 400s for `attachments[]`: base64 `content` and `filename` required, `type`
+    without ';' or CRLF, `disposition` attachment|inline, `content_id` required for inline."""
+    if attachments is None:
+        return []
+    if not isinstance(attachments, list):
+        return [_err("Invalid type. Expected: array", "attachments")]
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(attachments):
+        item = item if isinstance(item, dict) else {}
+        help_ = f"{HELP}#message.attachments"
+        content = item.get("content")
+        if not isinstance(content, str) or not content:
+            out.append(
+                _err("The attachment content is required.", f"attachments.{i}.content", help_)
+            )
+        elif not _base64(content):
+            out.append(
+                _err(
+                    "The attachment content must be base64 encoded.",
+                    f"attachments.{i}.content",
+                    help_,
+                )
+            )
+        filename = item.get("filename")
+        if not isinstance(filename, str) or not filename:
+            out.append(
+                _err(
+                    "The attachment filename parameter is required.",
+                    f"attachments.{i}.filename",
+                    help_,
+                )
+            )
+        ctype = item.get("type")
+        if ctype is not None and (
+            not isinstance(ctype, str) or not ctype or re.search(r"[;\r\n]", ctype)
+        ):
+            out.append(
+                _err(
+                    "The attachment type cannot contain ';', or CRLF characters, and must be at "
+                    "least one character in length.",
+                    f"attachments.{i}.type",
+                    help_,
+                )
+            )
+        disposition = item.get("disposition", "attachment")
+        if disposition not in ("attachment", "inline"):
+            out.append(
+                _err(
+                    'The disposition of your attachment can be either "inline" or "attachment".',
+                    f"attachments.{i}.disposition",
+                    help_,
+                )
+            )
+        elif disposition == "inline" and not item.get("content_id"):
+            out.append(
+                _err(
+                    "The content_id parameter is required if the disposition is set to inline.",
+                    f"attachments.{i}.content_id",
+                    help_,
+                )
+            )
+    return out
+
+
+def _base64(value: str) -> bool:
+    try:
+        base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True

@@ -144,6 +144,11 @@ class State:
         self.callback_seq = itertools.count(1)
         self.twilio_messages: dict[str, Any] = {}
         self.twilio_sender_slots: dict[str, float] = {}
+        # (account_sid, sender or "*", customer) -> unix time of the customer's last inbound
+        self.whatsapp_inbound: dict[tuple[str, str, str], float] = {}
+        # (ig_id, sender IGSID) -> unix time of the user's last inbound message
+        self.instagram_inbound: dict[tuple[str, str], float] = {}
+        self.telegram_files: dict[str, dict[str, Any]] = {}
         self.meta_webhook: dict[str, Any] | None = None
         self.telegram_message_ids: dict[tuple[str, str], int] = {}
         self.google_events: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}

@@ -1,11 +1,16 @@
-"""Telegram Bot API simulator: /bot<token>/getMe and /bot<token>/sendMessage with flood control."""
+"""Telegram Bot API simulator: /bot<token>/getMe, sendMessage, sendPhoto and sendDocument with
+flood control."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import posixpath
 import re
 import time
 import zlib
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -15,6 +20,13 @@ from sandbox.state import State, TokenBucket, acquire, retry_after_seconds
 
 SLUG = "telegram"
 MAX_TEXT = 4096
+MAX_CAPTION = 1024
+
+_WRONG_FILE = "Bad Request: wrong file identifier/HTTP URL specified"
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
+_DOCUMENT_URL_TYPES = {".gif": "image/gif", ".pdf": "application/pdf", ".zip": "application/zip"}
+_NOT_A_PAGE_OF_MEDIA = (".html", ".htm")
+_PHOTO_SIZES = ((90, 51), (320, 180), (800, 450), (1280, 720))
 
 _PATH = re.compile(r"/bot(\d+:[A-Za-z0-9_-]+)/([A-Za-z0-9_]+)/?")
 _HTML_TAGS = {
@@ -125,6 +137,8 @@ async def handle(request: web.Request) -> web.Response:
         return json_response({"ok": True, "result": _bot_user(account, full=True)})
     if method == "sendmessage":
         return _send_message(state, request, account, _params(request))
+    if method in ("sendphoto", "senddocument"):
+        return _send_media(state, request, account, _params(request), method[4:])
     outcome(request, "not_found")
     return error(404, "Not Found")
 
@@ -203,9 +217,9 @@ def _visible_text(text: str, parse_mode: str | None) -> str:
 def _send_message(
     state: State, request: web.Request, account: dict[str, Any], params: dict[str, Any]
 ) -> web.Response:
-    def reject(code: int, description: str, label: str, parameters: Any = None) -> web.Response:
+    def reject(code: int, description: str, label: str) -> web.Response:
         outcome(request, label)
-        return error(code, description, parameters)
+        return error(code, description)
 
     chat_id = params.get("chat_id")
     if chat_id is None or chat_id == "":
@@ -223,14 +237,117 @@ def _send_message(
             return reject(400, f"Bad Request: can't parse entities: {problem}", "invalid_entities")
     if len(_visible_text(text, parse_mode)) > MAX_TEXT:
         return reject(400, "Bad Request: message is too long", "too_long")
+    return _deliver(state, request, account, chat_id, {"text": _visible_text(text, parse_mode)})
+
+
+def _send_media(
+    state: State,
+    request: web.Request,
+    account: dict[str, Any],
+    params: dict[str, Any],
+    kind: str,
+) -> web.Response:
+    """sendPhoto / sendDocument with a file_id the sandbox issued or an http(s) URL."""
+
+    def reject(description: str, label: str = "invalid_request") -> web.Response:
+        outcome(request, label)
+        return error(400, description)
+
+    chat_id = params.get("chat_id")
+    if chat_id is None or chat_id == "":
+        return reject("Bad Request: chat_id is empty")
+    source = params.get(kind)
+    if not isinstance(source, str) or not source.strip():
+        return reject(f"Bad Request: there is no {kind} in the request")
+    caption = params.get("caption")
+    caption = "" if caption is None else str(caption)
+    parse_mode = params.get("parse_mode")
+    if parse_mode and str(parse_mode).lower() not in ("html", "markdown", "markdownv2"):
+        return reject("Bad Request: unsupported parse_mode")
+    if parse_mode and caption:
+        problem = _entities_error(caption, str(parse_mode))
+        if problem:
+            return reject(f"Bad Request: can't parse entities: {problem}", "invalid_entities")
+    visible = _visible_text(caption, parse_mode)
+    if len(visible) > MAX_CAPTION:
+        return reject("Bad Request: message caption is too long", "too_long")
+    media = _media(state, kind, source.strip())
+    if isinstance(media, str):
+        return reject(media, "invalid_media")
+    content: dict[str, Any] = {kind: media}
+    if visible:
+        content["caption"] = visible
+    return _deliver(state, request, account, chat_id, content)
+
+
+def _media(state: State, kind: str, source: str) -> Any:
+    """The `photo` sizes or `document` object for a source, or the Bad Request description."""
+    parts = urlsplit(source)
+    if parts.scheme.lower() not in ("http", "https"):
+        known = state.telegram_files.get(source)
+        if known is None or not _FILE_ID.fullmatch(source):
+            return _WRONG_FILE
+        if known["kind"] != kind:
+            return f"Bad Request: can't use file of type {known['kind'].title()} as {kind.title()}"
+        return known["media"]
+    if not parts.netloc:
+        return _WRONG_FILE
+    path = unquote(parts.path)
+    extension = posixpath.splitext(path)[1].lower()
+    if "/404" in path:
+        return "Bad Request: failed to get HTTP URL content"
+    if extension in _NOT_A_PAGE_OF_MEDIA:
+        return "Bad Request: wrong type of the web page content"
+    if kind == "document" and extension not in _DOCUMENT_URL_TYPES:
+        return _WRONG_FILE
+    # Telegram caches what it fetched from a URL, so the same URL gives the same file ids.
+    digest = hashlib.sha256(source.encode()).digest()
+    if kind == "photo":
+        media: Any = [
+            {**_file_ids("AgACAgQAAxkBAAI", hashlib.sha256(digest + bytes([i])).digest()), "width": w, "height": h,
+             "file_size": w * h // 8}
+            for i, (w, h) in enumerate(_PHOTO_SIZES)
+        ]  # fmt: skip
+        file_id = media[-1]["file_id"]
+    else:
+        media = {
+            **_file_ids("BQACAgQAAxkBAAI", digest),
+            "file_name": posixpath.basename(path) or "document" + extension,
+            "mime_type": _DOCUMENT_URL_TYPES[extension],
+            "file_size": 1024 + digest[0] * 64,
+        }
+        file_id = media["file_id"]
+    entry = {"kind": kind, "media": media}
+    state.telegram_files[file_id] = entry
+    if kind == "photo":
+        for size in media:
+            state.telegram_files[size["file_id"]] = entry
+    return media
+
+
+def _file_ids(prefix: str, digest: bytes) -> dict[str, str]:
+    token = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return {"file_id": prefix + token[:40], "file_unique_id": "AQAD" + token[:12]}
+
+
+def _deliver(
+    state: State,
+    request: web.Request,
+    account: dict[str, Any],
+    chat_id: Any,
+    content: dict[str, Any],
+) -> web.Response:
+    """The part every send shares: the chat, the magic chats, flood control, the Message."""
     chat = _chat(chat_id)
     if chat is None:
-        return reject(400, "Bad Request: chat not found", "chat_not_found")
+        outcome(request, "chat_not_found")
+        return error(400, "Bad Request: chat not found")
     key, chat_obj = chat
     magic = MAGIC_CHATS.get(key) if isinstance(key, int) else None
     if magic is not None:
         code, description, parameters = magic
-        return reject(code, description, "rejected", parameters)
+        outcome(request, "rejected")
+        return error(code, description, parameters)
 
     cfg = state.config
     buckets: list[TokenBucket] = [
@@ -259,7 +376,7 @@ def _send_message(
         "from": _bot_user(account, full=False),
         "chat": chat_obj,
         "date": int(time.time()),
-        "text": _visible_text(text, parse_mode),
+        **content,
     }
     outcome(request, "sent", f"{key}:{message_id}")
     return json_response({"ok": True, "result": result})

@@ -125,6 +125,39 @@ class SandboxClient:
         }
         return self._call("POST", "/_sandbox/instagram/webhook", json=body).json()
 
+    def add_whatsapp_template(
+        self, account_sid: str, sid: str, body: str, variables: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Register a Content template (`HX…`) for a WhatsApp account; `variables` are its
+        default sample values, one per `{{placeholder}}`."""
+        spec = {"account_sid": account_sid, "sid": sid, "body": body, "variables": variables or {}}
+        return self._call("POST", "/_sandbox/whatsapp/templates", json=spec).json()
+
+    def whatsapp_inbound(
+        self,
+        account_sid: str,
+        customer: str,
+        sender: str | None = None,
+        seconds_ago: float = 0,
+    ) -> dict[str, Any]:
+        """Simulate the customer's (`whatsapp:+…`) inbound message to `sender` (None: every
+        sender of the account) `seconds_ago` seconds ago, opening the 24-hour window."""
+        spec: dict[str, Any] = {
+            "account_sid": account_sid,
+            "from": customer,
+            "seconds_ago": seconds_ago,
+        }
+        if sender is not None:
+            spec["to"] = sender
+        return self._call("POST", "/_sandbox/whatsapp/inbound", json=spec).json()
+
+    def instagram_inbound(
+        self, ig_id: str, sender_id: str, seconds_ago: float = 0
+    ) -> dict[str, Any]:
+        """Simulate an Instagram user's message to the account `seconds_ago` seconds ago."""
+        spec = {"ig_id": ig_id, "sender_id": sender_id, "seconds_ago": seconds_ago}
+        return self._call("POST", "/_sandbox/instagram/inbound", json=spec).json()
+
     def close(self) -> None:
         self._http.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import re
 import time
 import uuid
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from sandbox import twilio_callbacks
+from sandbox.accounts import PLACEHOLDER
 from sandbox.common import (
     all_values,
     first_value,
@@ -37,6 +39,13 @@ _ADDRESS = re.compile(r"(?:whatsapp:)?\+[1-9]\d{6,14}")
 _ACCOUNT = re.compile(r"/2010-04-01/Accounts/([^/]+)\.json")
 _MESSAGES = re.compile(r"/2010-04-01/Accounts/([^/]+)/Messages\.json")
 _MESSAGE = re.compile(r"/2010-04-01/Accounts/([^/]+)/Messages/([^/]+)\.json")
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+_MAGIC_PREFIX = "+1500555000"  # the magic recipients count as always in session
+
+MAX_VARIABLES = 100
+MAX_VARIABLE_KEY = 16
+MAX_VARIABLE_VALUE = 1600
+MAX_TEMPLATE_BODY = 1024
 
 _FAULT_MESSAGES = {
     400: "Bad Request",
@@ -238,6 +247,7 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
     body = first_value(params, "Body") or ""
     media = all_values(params, "MediaUrl")
     content_sid = first_value(params, "ContentSid")
+    content_variables = params.get("ContentVariables")
     callback = first_value(params, "StatusCallback")
 
     def reject(code: int, message: str, label: str) -> web.Response:
@@ -248,9 +258,11 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
         return reject(21604, "A 'To' phone number is required.", "invalid_request")
     if not from_ and not service:
         return reject(21603, "A 'From' phone number is required.", "invalid_request")
+    if content_variables is not None and not content_sid:
+        return reject(21654, "ContentSid Required", "invalid_request")
     if not body and not media and not content_sid:
         return reject(21602, "Message body is required.", "invalid_request")
-    if len(body) > 1600:
+    if not content_sid and len(body) > 1600:
         return reject(
             21617, "The concatenated message body exceeds the 1600 character limit.", "too_long"
         )
@@ -287,14 +299,98 @@ def _create_message(state: State, request: web.Request, account: dict[str, Any])
         return reject(21701, f"The Messaging Service Sid {service} is invalid.", "invalid_request")
     if callback and urlsplit(callback).scheme not in ("http", "https"):
         return reject(21609, "Invalid 'StatusCallback' URL", "invalid_request")
+    if content_sid:
+        template = _template(account, content_sid)
+        if template is None:
+            return reject(21655, "The ContentSid is Invalid", "invalid_request")
+        variables = _content_variables(content_variables)
+        if variables is None:
+            return reject(21656, "The ContentVariables Parameter is invalid", "invalid_request")
+        rendered, failure = _render_template(template, variables)
+        return _accept(state, request, account, params, rendered, 0, failure)
+    if media and not all(_http_url(url) for url in media):
+        return reject(21620, "Invalid media URL(s)", "invalid_request")
+    failure = None if _in_session(state, account, from_, to) else 63016
+    return _accept(state, request, account, params, body, 1 if media else 0, failure)
 
-    return _accept(state, request, account, params)
+
+def _http_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _template(account: dict[str, Any], sid: Any) -> dict[str, Any] | None:
+    """The account's Content template `sid`, or None (malformed, unknown or another account's)."""
+    if not isinstance(sid, str) or not _CONTENT_SID.fullmatch(sid):
+        return None
+    return next((t for t in account["content_templates"] if t["sid"] == sid), None)
+
+
+def _content_variables(raw: Any) -> dict[str, str] | None:
+    """ContentVariables as a dict, or None when Twilio answers 21656 (not a JSON string holding
+    an object, too many pairs, a long key, an empty/non-string/long value, or a value with a
+    newline, a tab or more than four consecutive spaces)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, str):
+        return None
+    try:
+        variables = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(variables, dict) or len(variables) > MAX_VARIABLES:
+        return None
+    for key, value in variables.items():
+        if not key or len(key) > MAX_VARIABLE_KEY:
+            return None
+        if not isinstance(value, str) or not value or len(value) > MAX_VARIABLE_VALUE:
+            return None
+        if "\n" in value or "\t" in value or "     " in value:
+            return None
+    return variables
+
+
+def _render_template(template: dict[str, Any], variables: dict[str, str]) -> tuple[str, int | None]:
+    """The template body with the variables (defaults for the missing ones) and the async error
+    the send will fail with: 63028 for variables the template has no placeholder for, 63021 for
+    a rendered body over 1024 characters."""
+    values = {**template["variables"], **variables}
+    rendered = PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template["body"])
+    if set(variables) - set(PLACEHOLDER.findall(template["body"])):
+        return rendered, 63028
+    if len(rendered) > MAX_TEMPLATE_BODY:
+        return rendered, 63021
+    return rendered, None
+
+
+def _in_session(state: State, account: dict[str, Any], from_: str | None, to: str) -> bool:
+    """Whether the customer wrote to this sender (any sender with a Messaging Service) within
+    the account's `session_window_hours`; always true with no window or a magic recipient."""
+    hours = account["session_window_hours"]
+    if hours is None or to.removeprefix("whatsapp:").startswith(_MAGIC_PREFIX):
+        return True
+    sid = account["account_sid"]
+    inbound = state.whatsapp_inbound
+    if from_:
+        times = [inbound.get((sid, from_, to), 0.0), inbound.get((sid, "*", to), 0.0)]
+    else:
+        times = [t for (a, _, c), t in inbound.items() if a == sid and c == to]
+    return time.time() - max(times, default=0.0) < hours * 3600
 
 
 def _accept(
-    state: State, request: web.Request, account: dict[str, Any], params: dict[str, Any]
+    state: State,
+    request: web.Request,
+    account: dict[str, Any],
+    params: dict[str, Any],
+    body: str,
+    num_media: int,
+    failure: int | None,
 ) -> web.Response:
-    """Store a valid send as a queued message, plan its statuses and schedule its callbacks."""
+    """Store a valid send as a queued message, plan its statuses and schedule its callbacks;
+    `failure` is the error code it fails with asynchronously (63016, 63021, 63028)."""
     from_ = first_value(params, "From")
     service = first_value(params, "MessagingServiceSid")
     callback = first_value(params, "StatusCallback")
@@ -304,8 +400,8 @@ def _accept(
         account_sid=account["account_sid"],
         to=first_value(params, "To"),
         from_=from_ or None,
-        body=first_value(params, "Body") or "",
-        num_media=len(all_values(params, "MediaUrl")),
+        body=body,
+        num_media=num_media,
         messaging_service_sid=service or None,
         created=now,
         initial="accepted" if service and not from_ else "queued",
@@ -314,7 +410,7 @@ def _accept(
     sender = from_ or service
     t = max(now, state.twilio_sender_slots.get(sender, 0.0))
     state.twilio_sender_slots[sender] = t + 1.0 / state.config["whatsapp_sender_mps"]
-    twilio_callbacks.plan_steps(state, message, t)
+    twilio_callbacks.plan_steps(state, message, t, [("failed", failure)] if failure else None)
     state.twilio_messages[message.sid] = message
     if callback:
         twilio_callbacks.schedule_callbacks(request.app, account, message, callback)

@@ -31,6 +31,8 @@ ASYNC_ERRORS = {
     63016: "Failed to send freeform message because you are outside the allowed window. "
     "If you are using WhatsApp, please use a Message Template.",
     63018: "Rate limit exceeded for Channel",
+    63021: "Channel invalid content error",
+    63028: "Number of parameters provided does not match the expected number of parameters",
     30008: "Unknown error",
 }
 
@@ -45,12 +47,20 @@ _PLANS: dict[str, list[tuple[str, int | None]]] = {
 }
 
 
-def plan_steps(state: State, message: Message, start: float) -> None:
-    """Fill `message.steps`: the status timeline after `start`, one random gap per step."""
+def plan_steps(
+    state: State,
+    message: Message,
+    start: float,
+    plan: list[tuple[str, int | None]] | None = None,
+) -> None:
+    """Fill `message.steps`: the status timeline after `start`, one random gap per step.
+    `plan` overrides the recipient's plan (an asynchronous failure such as 63016)."""
     low, high = state.config["callback_delay_ms"]
     number = message.to.removeprefix("whatsapp:")
     t = start
-    for status, code in _PLANS.get(number, [("sent", None), ("delivered", None)]):
+    if plan is None:
+        plan = _PLANS.get(number, [("sent", None), ("delivered", None)])
+    for status, code in plan:
         t += random.uniform(low, high) / 1000
         message.steps.append((t, status, code))
 

@@ -146,7 +146,7 @@ def connect_org(stack: Stack, meta: dict[str, str]) -> dict:
     }
     sandbox.add_accounts([
         {"provider": "whatsapp", "account_sid": sid, "auth_token": tokens["whatsapp"],
-         "senders": ["whatsapp:+14155238886"]},
+         "senders": ["whatsapp:+14155238886"], "session_window_hours": None},
         {"provider": "sendgrid", "api_key": tokens["sendgrid"]},
         {"provider": "telegram", "token": tokens["telegram"], "bot_username": "receipts_bot"},
         {"provider": "instagram", "access_token": tokens["instagram"], "ig_id": ig_id},

@@ -62,7 +62,7 @@ def org_credentials(i: int) -> tuple[dict[str, str], dict[str, dict], list[dict]
     throttled = {"rate_per_second": sandbox_rate()}
     accounts = [
         {"provider": "whatsapp", "account_sid": sid, "auth_token": tokens["whatsapp"],
-         "senders": ["whatsapp:+14155238886"], **throttled},
+         "senders": ["whatsapp:+14155238886"], "session_window_hours": None, **throttled},
         {"provider": "sendgrid", "api_key": tokens["sendgrid"], **throttled},
         {"provider": "telegram", "token": tokens["telegram"], "bot_username": f"chaos{i}_bot"},
         {"provider": "instagram", "access_token": tokens["instagram"], "ig_id": ig_id,

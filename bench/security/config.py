@@ -55,6 +55,7 @@ def sandbox_accounts(tokens: dict[str, str]) -> list[dict]:
             "account_sid": ACCOUNT_SID,
             "auth_token": tokens["whatsapp"],
             "senders": ["whatsapp:" + FROM_WHATSAPP],
+            "session_window_hours": None,  # a load account: every recipient is in session
         },
         {"provider": "sendgrid", "api_key": tokens["sendgrid"]},
         {"provider": "sendgrid", "api_key": tokens["sendgrid_rotated"]},

@@ -20,7 +20,14 @@ SENDER = "whatsapp:+14155238886"
 
 @pytest.fixture
 def twilio(sandbox, sandbox_client) -> Client:
-    sandbox_client.add_account("whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER])
+    # These tests are about callbacks, not the 24-hour window: no window for this account.
+    sandbox_client.add_account(
+        "whatsapp",
+        account_sid=SID,
+        auth_token=TOKEN,
+        senders=[SENDER],
+        session_window_hours=None,
+    )
     sandbox_client.configure(callback_delay_ms=[5, 20])
     c = Client(SID, TOKEN)
     c.api.base_url = sandbox.url

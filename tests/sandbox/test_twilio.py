@@ -16,9 +16,11 @@ USER = "whatsapp:+15551234567"
 
 @pytest.fixture
 def account(sandbox_client):
-    return sandbox_client.add_account(
+    registered = sandbox_client.add_account(
         "whatsapp", account_sid=SID, auth_token=TOKEN, senders=[SENDER]
     )
+    sandbox_client.whatsapp_inbound(SID, USER)  # USER wrote first: free-form sends are in session
+    return registered
 
 
 def client(sandbox, token: str = TOKEN, timeout: float | None = None) -> Client:
