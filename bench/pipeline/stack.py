@@ -13,7 +13,15 @@ import redis
 from cryptography.fernet import Fernet
 
 from bench.common import PG, recreate_database, wait_for
-from bench.pipeline.config import CHAT_BASE, DB_NAME, LOG_DIR, REDIS_URL, TELEGRAM_TOKEN
+from bench.pipeline.config import (
+    CHAT_BASE,
+    DB_NAME,
+    LOG_DIR,
+    REDIS_URL,
+    TELEGRAM_TOKEN,
+    WHATSAPP_SID,
+    WHATSAPP_TOKEN,
+)
 from devtools import commands
 from devtools.procs import Proc, Procs, manage
 from sandbox.testing import SandboxProcess
@@ -166,4 +174,11 @@ def bench_org(ctx: Ctx) -> None:
         provider="telegram",
         token=TELEGRAM_TOKEN,
         extra={"rate_limit_per_second": 10000},
+    )
+    # WhatsApp for the enqueue comparison of plain and templated messages (nothing is sent).
+    integration_connect(
+        organization=ctx.org,
+        provider="whatsapp",
+        token=WHATSAPP_TOKEN,
+        extra={"account_sid": WHATSAPP_SID, "from_whatsapp": "+14155238886"},
     )

@@ -18,6 +18,7 @@ CIPHERTEXT = {
     ("shared_integration", "token_encrypted"),
     ("shared_webhookendpoint", "secret_encrypted"),
     ("shared_webhookendpoint", "previous_secret_encrypted"),
+    ("shared_message", "attachments_encrypted"),
 }
 ROTATION_MESSAGES = 300
 EXAMPLES = int(os.environ.get("SECURITY_MAX_EXAMPLES", "12"))

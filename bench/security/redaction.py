@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from bench.security.canaries import rand
@@ -130,5 +131,36 @@ def encoded_echoes(run: Run) -> None:
             f"{marked}/{len(ids)} failed messages show a redaction mark",
             "9 echoes, 4 marked",
             echoed >= 9 and marked == len(ids),
+        )
+    )
+
+
+def attachment_canary(run: Run) -> None:
+    """An email attachment made of a canary, sent through the pipeline: its text and its base64
+    join the sweep like a token (only the encrypted column and the provider may hold it)."""
+    text = "cnryAttachment" + rand(26)
+    content = base64.b64encode(text.encode()).decode()
+    run.tokens["attachment"] = text
+    run.tokens["attachment_base64"] = content
+    item = {
+        "provider": "sendgrid",
+        "to": "ops@secorg.test",
+        "subject": "Your receipt",
+        "body": "See attached.",
+        "attachments": [{"filename": "receipt.txt", "content": content}],
+    }
+    response = run.api("POST", "/api/messages/", json=item)
+    message_id = response.json().get("message_id") if response.status_code == 202 else None
+    counts = run.wait_done([message_id], 60) if message_id else {}
+    delivered = any(
+        content in str(r.get("body", "")) for r in run.sandbox.client.requests("sendgrid")
+    )
+    run.rows.append(
+        (
+            "attachment canary: a SendGrid attachment reaches the provider, then the sweep "
+            "looks for its text and base64 everywhere else",
+            f"HTTP {response.status_code}, {counts or 'not queued'}, at the provider: {delivered}",
+            "202, sent, True",
+            response.status_code == 202 and counts.get("sent") == 1 and delivered,
         )
     )

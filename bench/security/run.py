@@ -13,7 +13,7 @@ from bench.security.events import events_check, events_setup
 from bench.security.harness import Run
 from bench.security.malformed import malformed_input
 from bench.security.receipts import receivers_step
-from bench.security.redaction import encoded_echoes, tenant_redaction
+from bench.security.redaction import attachment_canary, encoded_echoes, tenant_redaction
 from bench.security.report import markdown
 from bench.security.schema import run_schemathesis
 from bench.security.sweep import canary_sweep, check_deploy
@@ -27,6 +27,7 @@ STEPS: list[Callable[[Run], None]] = [
     delivery_run,
     tenant_redaction,
     encoded_echoes,
+    attachment_canary,
     rotation,
     events_setup,
     receivers_step,

@@ -83,10 +83,16 @@ def message_sweep(*, limit: int = 5000) -> list[int]:
 
 
 def _due_scheduled(now: datetime, limit: int) -> list[tuple[int, str, int, int]]:
-    """(pk, status, attempts, integration) of up to `limit` due scheduled rows, locked."""
+    """(pk, status, attempts, integration) of up to `limit` due scheduled rows, locked.
+
+    No grace here, unlike `_due`: a scheduled row still `scheduled` once due has not been
+    claimed by its ETA task (which claims it at its time), so that task may be lost (a broker
+    flush, a killed worker) and the row goes out within one sweeper interval of its time. In
+    the rare race with an ETA task arriving at the same moment the claim decides: one send.
+    """
     return list(
         Message.objects.select_for_update(skip_locked=True)
-        .filter(_due(MessageStatus.SCHEDULED, now))
+        .filter(status=MessageStatus.SCHEDULED, next_attempt_at__lte=now)
         .order_by("next_attempt_at")
         .values_list("pk", "status", "attempts", "integration_id")[:limit]
     )

@@ -17,12 +17,20 @@ from shared.errors import (
     IdempotencyKeyReused,
     MessageNotCancellable,
     NotFound,
+    ValidationFailed,
     first_error,
 )
 from shared.events.announce import messages_changed
-from shared.inputs import MessageBulkSerializer, MessageCreateSerializer, validated
+from shared.inputs import (
+    SEND_AT_IN_THE_PAST,
+    MessageBulkSerializer,
+    MessageCreateSerializer,
+    send_at_too_old,
+    validated,
+)
 from shared.models import Integration, Message, MessageStatus, Organization
 from shared.providers.registry import SPECS
+from shared.services.copy_insert import copy_insert
 from shared.services.keys import ensure_token_decrypts
 from shared.services.outbox import (
     DELIVER_MESSAGES,
@@ -90,6 +98,7 @@ def _store(
             else {}
         )
         _refuse_reused_keys(cleaned, existing, bulk=bulk)
+        _refuse_past_send_at(cleaned, existing, bulk=bulk)
         new_providers = {r["provider"] for r in cleaned if r["idempotency_key"] not in existing}
         integrations = _active_integrations(organization, new_providers)
         try:
@@ -152,6 +161,20 @@ def _refuse_reused_keys(
             ]
     if errors:
         raise IdempotencyKeyReused(first_error(errors), errors=errors)
+
+
+def _refuse_past_send_at(
+    cleaned: list[dict[str, Any]], existing: dict[str, Message], *, bulk: bool
+) -> None:
+    """Raise ValidationFailed naming each new message whose send_at is too far in the past (a
+    replay of an existing message keeps its 200, however old its send_at)."""
+    errors = {
+        (f"messages.{index}.send_at" if bulk else "send_at"): [SEND_AT_IN_THE_PAST]
+        for index, row in enumerate(cleaned)
+        if row["idempotency_key"] not in existing and send_at_too_old(row["send_at"])
+    }
+    if errors:
+        raise ValidationFailed(first_error(errors), errors=errors)
 
 
 def differing_fields(message: Message, row: Mapping[str, Any]) -> list[str]:
@@ -220,7 +243,7 @@ def _insert(
         for row in cleaned
         if row["idempotency_key"] not in existing
     ]
-    created = Message.objects.bulk_create(new, batch_size=1000)
+    created = copy_insert(Message, new)
     now_ids = [m.pk for m in created if m.status == MessageStatus.QUEUED]
     publish_on_commit(DELIVER_MESSAGES, now_ids, on_failure=message_unpublish)
     later = {

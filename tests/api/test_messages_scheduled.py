@@ -143,3 +143,28 @@ def test_the_schema_documents_send_at_and_the_cancel_endpoint(client):
     assert "message_not_cancellable" in operation["responses"]["409"]["description"]
     statuses = schema["components"]["schemas"]["MessageStatusEnum"]["enum"]
     assert {"scheduled", "cancelled"} <= set(statuses)
+
+
+def test_replaying_a_request_after_its_send_at_passed_returns_the_original(
+    acme, client_for, settings
+):
+    settings.SCHEDULE_PAST_TOLERANCE_SECONDS = 5
+    api = client_for(acme["admin"])
+    send_at = ahead(-3)  # within the tolerance: means now
+    keyed = {**TELEGRAM, "send_at": send_at, "idempotency_key": "reminder-1"}
+    first = ok_body(api.post(MESSAGES, keyed, format="json"), 202)
+    settings.SCHEDULE_PAST_TOLERANCE_SECONDS = 0  # the send_at is now "too far in the past"
+
+    again = ok_body(api.post(MESSAGES, keyed, format="json"), 200)
+    new_key = assert_error_envelope(
+        api.post(MESSAGES, {**keyed, "idempotency_key": "reminder-2"}, format="json"), 400
+    )
+    in_bulk = assert_error_envelope(
+        api.post(BULK, {"messages": [keyed, {**keyed, "idempotency_key": "r-3"}]}, format="json"),
+        400,
+    )
+
+    assert again["message_id"] == first["message_id"]
+    assert new_key["errors"] == {"send_at": ["Must not be in the past."]}
+    assert in_bulk["errors"] == {"messages.1.send_at": ["Must not be in the past."]}
+    assert Message.objects.count() == 1

@@ -47,3 +47,38 @@ def test_a_message_scheduled_two_seconds_ahead_is_sent_after_its_time(stack, san
     assert sent[0]["time"] >= send_at.timestamp()
     dropped.refresh_from_db()
     assert dropped.status == MessageStatus.CANCELLED
+
+
+def test_a_scheduled_message_survives_a_broker_flushall_and_a_worker_kill(
+    stack, sandbox_client, broker, org
+):
+    """Its ETA task is published and then lost twice over (FLUSHALL, kill -9 of the worker
+    holding it): the row is the truth, and the sweeper sends it within one interval of its time."""
+    sandbox_client.add_account("telegram", **SANDBOX_ACCOUNTS["telegram"])
+    integration_connect(
+        organization=org,
+        provider="telegram",
+        token=CANARY["telegram"],
+        extra=VALID_EXTRA["telegram"],
+    )
+    stack.start_worker()
+    send_at = timezone.now() + timedelta(seconds=4)
+    reminder = send_message(org, "telegram", "4242", "Reminder: table at 8", send_at=send_at)
+    reminder.refresh_from_db()
+    assert reminder.status == MessageStatus.SCHEDULED and reminder.enqueued_at is not None
+
+    wait_for(lambda: broker.dbsize() > 0, 10, "the ETA task in the broker")
+    broker.flushall()
+    stack.kill("w1")
+    stack.start_worker("w2")
+    stack.start_beat()
+
+    wait_for(
+        lambda: Message.objects.filter(pk=reminder.pk, status=MessageStatus.SENT).exists(),
+        60,
+        "the scheduled message sent after the flush and the kill",
+    )
+    sent = [r for r in sandbox_client.requests("telegram") if r["path"].endswith("/sendMessage")]
+    assert [r["body"]["chat_id"] for r in sent] == ["4242"]  # once
+    interval = float(stack.env["SWEEPER_INTERVAL_SECONDS"])
+    assert send_at.timestamp() <= sent[0]["time"] <= send_at.timestamp() + interval + 2.0

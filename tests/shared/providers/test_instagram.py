@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.providers import OutboundMessage
+from shared.providers import OutboundMessage, ProviderError
 from shared.providers.instagram import InstagramGraph
 from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
@@ -124,3 +124,43 @@ def test_instagram_maps_each_provider_answer_to_one_error(
         sandbox_client, "instagram", answer, account, provider, lambda: provider.send(message)
     )
     assert_mapped(err, mapped, assert_secret_free, [token])
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("https://cdn.example.com/a.jpg", "image"),
+        ("https://cdn.example.com/a.mp4", "video"),
+        ("https://cdn.example.com/a.m4a", "audio"),
+        ("https://cdn.example.com/menu.pdf", "file"),
+    ],
+)
+def test_instagram_media_goes_as_one_attachment_by_url(
+    sandbox_url, sandbox_client, account, url, kind
+):
+    adapter(sandbox_url).send(OutboundMessage(to=USER, body="", media_urls=(url,)))
+
+    sent = sandbox_client.requests("instagram")[-1]["body"]
+    assert sent["message"] == {"attachment": {"type": kind, "payload": {"url": url}}}
+
+
+def test_instagram_human_agent_tag_is_sent_as_a_message_tag(sandbox_url, sandbox_client, account):
+    adapter(sandbox_url).send(OutboundMessage(to=USER, body="hi", tag="HUMAN_AGENT"))
+
+    sent = sandbox_client.requests("instagram")[-1]["body"]
+    assert (sent["messaging_type"], sent["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
+
+
+def test_instagram_tag_lets_a_person_reply_within_7_days_outside_the_window(
+    sandbox_url, sandbox_client
+):
+    sandbox_client.add_account(
+        "instagram", access_token=TOKEN, ig_id=IG_ID, username="corbi.shop", session_window_hours=24
+    )
+    sandbox_client.instagram_inbound(IG_ID, USER, seconds_ago=3 * 86400)
+    bot = adapter(sandbox_url)
+    with pytest.raises(ProviderError) as caught:
+        bot.send(OutboundMessage(to=USER, body="hi"))
+    assert (caught.value.kind, caught.value.code) == ("permanent", "10")
+
+    assert bot.send(OutboundMessage(to=USER, body="hi", tag="HUMAN_AGENT"))

@@ -146,3 +146,44 @@ def test_sendgrid_email_without_content_is_refused_before_sending(sandbox_url, s
         adapter(sandbox_url).send(OutboundMessage(to="someone@example.test", body=""))
     assert caught.value.kind == "permanent"
     assert sandbox_client.requests("sendgrid") == []
+
+
+def test_sendgrid_dynamic_template_with_attachments(sandbox_url, sandbox_client, account):
+    from shared.providers.base import Attachment
+
+    message = OutboundMessage(
+        to="someone@example.test",
+        body="",
+        subject="Receipt",
+        template={"id": "d-" + "ab" * 16, "data": {"name": "Ana"}},
+        attachments=(
+            Attachment("r.pdf", "JVBERi0xLjQK", "application/pdf"),
+            Attachment("logo.png", "iVBORw0K", "image/png", "inline", "logo"),
+        ),
+    )
+    assert adapter(sandbox_url).send(message)
+
+    body = sandbox_client.requests("sendgrid")[-1]["body"]
+    assert body["template_id"] == "d-" + "ab" * 16
+    assert body["personalizations"][0]["dynamic_template_data"] == {
+        "name": "Ana",
+        "subject": "Receipt",
+    }
+    assert "content" not in body
+    assert body["attachments"][1] == {
+        "content": "iVBORw0K",
+        "filename": "logo.png",
+        "type": "image/png",
+        "disposition": "inline",
+        "content_id": "logo",
+    }
+    assert "JVBERi0xLjQK" not in repr(message)
+
+
+def test_sendgrid_refuses_a_malformed_template_id_permanently(sandbox_url, account):
+    message = OutboundMessage(to="someone@example.test", body="", template={"id": "d-nope"})
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).send(message)
+
+    assert caught.value.kind == "permanent"
+    assert "template_id" in str(caught.value)

@@ -168,3 +168,56 @@ def test_telegram_token_never_reaches_an_error(
 def test_telegram_send_to_a_channel_username(sandbox_url, account):
     message_id = adapter(sandbox_url).send(OutboundMessage(to="@corbi_news", body="hi"))
     assert message_id.startswith("-100")
+
+
+@pytest.mark.parametrize(
+    ("url", "method", "field"),
+    [
+        ("https://cdn.example.com/a.JPG", "sendPhoto", "photo"),
+        ("https://cdn.example.com/a.png?size=2", "sendPhoto", "photo"),
+        ("https://cdn.example.com/a.gif", "sendDocument", "document"),
+        ("https://cdn.example.com/invoice.pdf", "sendDocument", "document"),
+    ],
+)
+def test_telegram_media_by_url_picks_photo_or_document(
+    sandbox_url, sandbox_client, account, url, method, field
+):
+    message = OutboundMessage(to=CHAT, body="<b>Hi</b>", media_urls=(url,), parse_mode="HTML")
+    assert adapter(sandbox_url).send(message).startswith(f"{CHAT}:")
+
+    sent = sandbox_client.requests("telegram")[-1]
+    assert sent["path"].endswith(f"/{method}")
+    assert sent["body"][field] == url
+    assert (sent["body"]["caption"], sent["body"]["parse_mode"]) == ("<b>Hi</b>", "HTML")
+
+
+def test_telegram_per_message_parse_mode_wins_over_the_integrations(
+    sandbox_url, sandbox_client, account
+):
+    bot = adapter(sandbox_url, parse_mode="HTML")
+    bot.send(OutboundMessage(to=CHAT, body="*hi*", parse_mode="MarkdownV2"))
+    bot.send(OutboundMessage(to="4243", body="<b>hi</b>"))  # another chat: 1 msg/s per chat
+
+    modes = [r["body"]["parse_mode"] for r in sandbox_client.requests("telegram")[-2:]]
+    assert modes == ["MarkdownV2", "HTML"]
+
+
+def test_telegram_media_it_cannot_fetch_is_a_permanent_error(sandbox_url, account):
+    message = OutboundMessage(to=CHAT, body="", media_urls=("https://cdn.example.com/404/a.png",))
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).send(message)
+
+    assert caught.value.kind == "permanent"
+    assert "failed to get HTTP URL content" in str(caught.value)
+
+
+def test_escape_helpers_make_text_safe_for_each_parse_mode(sandbox_url, sandbox_client, account):
+    from shared.providers.telegram import escape_html, escape_markdown_v2
+
+    raw = "1.5-2 (approx) a_b *c* [d] <e> & f!"
+    bot = adapter(sandbox_url)
+    bot.send(OutboundMessage(to=CHAT, body=escape_markdown_v2(raw), parse_mode="MarkdownV2"))
+    bot.send(OutboundMessage(to="4243", body=escape_html(raw), parse_mode="HTML"))
+
+    assert escape_markdown_v2("1.5-2 (approx)") == "1\\.5\\-2 \\(approx\\)"
+    assert escape_html("<b> & </b>") == "&lt;b&gt; &amp; &lt;/b&gt;"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from shared.providers import OutboundMessage
+from shared.providers import OutboundMessage, ProviderError
 from shared.providers.whatsapp import TwilioWhatsApp, whatsapp_address
 from tests.shared.providers.helpers import Answer, Mapped, assert_mapped, provoke
 
@@ -150,3 +152,40 @@ def test_whatsapp_maps_each_provider_answer_to_one_error(
 )
 def test_whatsapp_addresses_always_carry_the_prefix(number, expected):
     assert whatsapp_address(number) == expected
+
+
+CONTENT_SID = "HX" + "c0" * 16
+
+
+def test_whatsapp_template_goes_as_content_sid_and_a_json_string_of_variables(
+    sandbox_url, sandbox_client, account
+):
+    sandbox_client.add_whatsapp_template(
+        SID, CONTENT_SID, "Hi {{1}} at {{2}}", {"1": "a", "2": "b"}
+    )
+    template = {"content_sid": CONTENT_SID, "variables": {"1": "Ana", "2": "10:30"}}
+
+    sid = adapter(sandbox_url).send(OutboundMessage(to="+14155550100", body="", template=template))
+
+    sent = sandbox_client.requests("whatsapp")[-1]["body"]
+    assert sid.startswith("SM")
+    assert sent["ContentSid"] == CONTENT_SID
+    assert json.loads(sent["ContentVariables"]) == template["variables"]
+    assert "Body" not in sent and "MediaUrl" not in sent
+
+
+def test_whatsapp_unknown_template_is_a_permanent_21655(sandbox_url, account):
+    message = OutboundMessage(to="+14155550100", body="", template={"content_sid": CONTENT_SID})
+    with pytest.raises(ProviderError) as caught:
+        adapter(sandbox_url).send(message)
+
+    assert (caught.value.kind, caught.value.code) == ("permanent", "21655")
+
+
+def test_whatsapp_media_goes_as_media_url_beside_the_body(sandbox_url, sandbox_client, account):
+    url = "https://cdn.example.com/a.jpg"
+    adapter(sandbox_url).send(OutboundMessage(to="+14155550100", body="Ticket", media_urls=(url,)))
+
+    sent = sandbox_client.requests("whatsapp")[-1]["body"]
+    assert sent["MediaUrl"] in (url, [url])
+    assert sent["Body"] == "Ticket"
