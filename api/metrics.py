@@ -39,12 +39,14 @@ def _outbox_gauges() -> Iterator[Metric]:
     depth = GaugeMetricFamily(
         "corbi_outbox_messages", "Messages not yet terminal, by status.", labels=["status"]
     )
+    depth.add_metric(["scheduled"], stats["scheduled"])
     depth.add_metric(["queued"], stats["queued"])
     depth.add_metric(["sending"], stats["sending"])
     yield depth
     yield GaugeMetricFamily(
         "corbi_outbox_oldest_age_seconds",
-        "Age of the oldest message still queued or sending.",
+        "Seconds since the most overdue scheduled, queued or sending message fell due "
+        "(its send_at, retry time or creation); 0 when none is overdue.",
         value=stats["oldest_age"],
     )
     yield from event_gauges()

@@ -8,6 +8,7 @@ MESSAGE_SENT = "message.sent"
 MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_READ = "message.read"
 MESSAGE_FAILED = "message.failed"  # failed, undelivered, bounced or refused; carries the reason
+MESSAGE_CANCELLED = "message.cancelled"  # cancelled before its send started (POST …/cancel/)
 BOOKING_SYNCED = "booking.synced"
 BOOKING_FAILED = "booking.failed"
 INTEGRATION_CREDENTIALS_REJECTED = "integration.credentials_rejected"
@@ -17,6 +18,7 @@ EVENT_TYPES: tuple[str, ...] = (
     MESSAGE_DELIVERED,
     MESSAGE_READ,
     MESSAGE_FAILED,
+    MESSAGE_CANCELLED,
     BOOKING_SYNCED,
     BOOKING_FAILED,
     INTEGRATION_CREDENTIALS_REJECTED,
@@ -30,6 +32,7 @@ MESSAGE_EVENT_FOR_STATUS = {
     "undelivered": MESSAGE_FAILED,
     "bounced": MESSAGE_FAILED,
     "failed": MESSAGE_FAILED,
+    "cancelled": MESSAGE_CANCELLED,
 }
 
 

@@ -197,3 +197,19 @@ def test_message_event_data_carries_ids_status_and_reason_never_the_destination(
         "reason": "Mailbox unavailable",
     }
     assert "message.failed" in EVENT_TYPES
+
+
+def test_cancelling_a_message_announces_message_cancelled(cast):
+    from shared.services.messages import message_cancel, send_message
+    from tests.factories import connect
+
+    org = connect(cast["admin"], "telegram").org
+    make_endpoint(org, "http://127.0.0.1:9/hook", events=["message.cancelled"])
+    later = timezone.now() + timedelta(hours=1)
+    message = send_message(org, "telegram", "4242", "Reminder", send_at=later)
+
+    message_cancel(organization=org, message_id=message.pk)
+
+    (event,) = Event.objects.all()
+    assert event.type == "message.cancelled"
+    assert event.data["message_id"] == message.pk and event.data["status"] == "cancelled"
