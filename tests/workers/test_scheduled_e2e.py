@@ -49,10 +49,10 @@ def test_a_message_scheduled_two_seconds_ahead_is_sent_after_its_time(stack, san
     assert dropped.status == MessageStatus.CANCELLED
 
 
-def test_a_scheduled_message_survives_a_broker_flushall_and_a_worker_kill(
+def test_a_scheduled_message_survives_a_broker_flush_and_a_worker_kill(
     stack, sandbox_client, broker, org
 ):
-    """Its ETA task is published and then lost twice over (FLUSHALL, kill -9 of the worker
+    """Its ETA task is published and then lost twice over (a broker flush, kill -9 of the worker
     holding it): the row is the truth, and the sweeper sends it within one interval of its time."""
     sandbox_client.add_account("telegram", **SANDBOX_ACCOUNTS["telegram"])
     integration_connect(
@@ -68,7 +68,7 @@ def test_a_scheduled_message_survives_a_broker_flushall_and_a_worker_kill(
     assert reminder.status == MessageStatus.SCHEDULED and reminder.enqueued_at is not None
 
     wait_for(lambda: broker.dbsize() > 0, 10, "the ETA task in the broker")
-    broker.flushall()
+    broker.flushdb()  # the broker's database: FLUSHALL as the broker sees it, other dbs untouched
     stack.kill("w1")
     stack.start_worker("w2")
     stack.start_beat()
