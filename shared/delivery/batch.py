@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import datetime
 from functools import partial
@@ -33,6 +33,7 @@ from shared.delivery.scheduling import (
     Clock,
     SlotDecision,
     SlotVerdict,
+    backoff_seconds,
     compensated,
     is_due,
     late_use,
@@ -51,6 +52,7 @@ from shared.delivery.types import (
     SlotLimiter,
 )
 from shared.models import Message, MessageStatus
+from shared.ratelimit import Limit
 from shared.services.outbox import DELIVER_MESSAGES, message_unpublish
 from shared.suppressions import SUPPRESSED, SUPPRESSED_TEXT, suppressed
 
@@ -97,7 +99,10 @@ def message_deliver_batch(
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
     published = set(outcomes)
-    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor)
+    rebook = partial(
+        _rebook, limiter, {m.pk: message_limits(m, m.integration) for m in slots.ready}
+    )
+    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor, rebook)
     outcomes.update(skipped)
     outcomes.update(record_sent(sends, metrics))
     outcomes.update(release_unsent([s for s in sends if s.released], metrics))
@@ -221,12 +226,33 @@ def _take_slots(
     return _Slots(ready, send_by, outcomes)
 
 
+def _rebook(
+    limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float]
+) -> dict[int, float]:
+    """For sends whose slot went stale while they waited for a send thread ({pk: seconds
+    late}): 0 for those whose limits still allow the late start (no later send booked on them,
+    RateLimiter.use_late_many), else the seconds until a new slot (reserve_many); one round
+    trip each, the second only when needed. A failed check waits one backoff step."""
+    ids = list(late)
+    usable = limiter.use_late_many([(limits[pk], late[pk]) for pk in ids])
+    waits = {pk: 0.0 for pk, ok in zip(ids, usable, strict=True) if ok}
+    rest = [pk for pk in ids if pk not in waits]
+    if rest:
+        answers = limiter.reserve_many(
+            [limits[pk] for pk in rest], max_wait=settings.MAX_COUNTDOWN_SECONDS
+        )
+        for pk, answer in zip(rest, answers, strict=True):
+            waits[pk] = backoff_seconds(1) if isinstance(answer, Exception) else answer
+    return waits
+
+
 def _claim_and_send(
     ready: list[Message],
     tokens: dict[int, str],
     clock: Clock,
     send_by: dict[int, float],
     executor: Executor | None,
+    rebook: Callable[[dict[int, float]], dict[int, float]] | None = None,
 ) -> tuple[list[SendRecord], dict[int, DeliveryOutcome]]:
     """Claim `ready` under one lease and call the provider for each row claimed; returns the
     sends and the outcomes of the rows claimed elsewhere."""
@@ -240,4 +266,4 @@ def _claim_and_send(
     deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
     jobs = [m for m in ready if m.pk in claimed]
     mark = partial(mark_started, lease=lease.expires_at)
-    return send_all(jobs, tokens, executor, deadlines, mark), skipped
+    return send_all(jobs, tokens, executor, deadlines, mark, rebook), skipped
