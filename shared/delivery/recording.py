@@ -68,33 +68,30 @@ def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, 
 
 def _mark_sent(sent: list[SendRecord], now: datetime) -> set[int]:
     """sending → sent for the rows of `sent` still sending, each with its provider id, in one
-    UPDATE ... FROM unnest(ids, provider ids) ... RETURNING; returns the ids it changed.
+    UPDATE ... RETURNING (PostgreSQL and SQLite); returns the ids it changed.
 
-    One statement whatever the batch size, like the ORM's `Case(When(pk=…))` it replaces,
-    without building and compiling a lookup per row (the costliest Python of a batch)."""
+    The same single statement the ORM's `Case(When(pk=…))` made, written out: the ORM built,
+    resolved and compiled a lookup per row, the costliest Python of a batch."""
     connection = connections[Message.objects.db]
     qn = connection.ops.quote_name
-    table = qn(Message._meta.db_table)
     column = {f.name: qn(f.column) for f in Message._meta.concrete_fields}
     at = connection.ops.adapt_datetimefield_value(now)
+    cases = " ".join(["WHEN %s THEN %s"] * len(sent))
+    marks = ", ".join(["%s"] * len(sent))
     # Only quoted names from the model's own metadata are formatted in; values are parameters.
     sql = (
-        f"UPDATE {table} SET {column['status']} = %s, "  # noqa: S608
-        f"{column['provider_message_id']} = v.provider_id, {column['sent_at']} = %s, "
-        f"{column['lease_expires_at']} = NULL, {column['last_error']} = '', "
-        f"{column['error_kind']} = '', {column['error_code']} = '', {column['updated_at']} = %s "
-        "FROM unnest(%s::bigint[], %s::text[]) AS v(id, provider_id) "
-        f"WHERE {table}.{column['id']} = v.id AND {table}.{column['status']} = %s "
-        f"RETURNING {table}.{column['id']}"
+        f"UPDATE {qn(Message._meta.db_table)} SET {column['status']} = %s, "  # noqa: S608
+        f"{column['provider_message_id']} = CASE {column['id']} {cases} END, "
+        f"{column['sent_at']} = %s, {column['lease_expires_at']} = NULL, "
+        f"{column['last_error']} = '', {column['error_kind']} = '', {column['error_code']} = '', "
+        f"{column['updated_at']} = %s "
+        f"WHERE {column['id']} IN ({marks}) AND {column['status']} = %s "
+        f"RETURNING {column['id']}"
     )
-    params = [
-        MessageStatus.SENT.value,
-        at,
-        at,
-        [s.message.pk for s in sent],
-        [s.provider_id[:255] for s in sent],
-        MessageStatus.SENDING.value,
-    ]
+    params: list[Any] = [MessageStatus.SENT.value]
+    for record in sent:
+        params += [record.message.pk, record.provider_id[:255]]
+    params += [at, at, *(record.message.pk for record in sent), MessageStatus.SENDING.value]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
