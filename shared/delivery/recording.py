@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,9 +129,10 @@ def release_unsent(
         sum(s.released is Release.LEASE for s in released),
         sum(s.released is Release.SLOT for s in released),
     )
+    late = Counter(s.message.provider for s in released if s.released is Release.SLOT)
+    for provider, count in late.items():  # one metrics round trip per provider, not per message
+        metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
     for sent in released:
-        if sent.released is Release.SLOT:
-            metrics.rate_limit_deferred(sent.message.provider, DeferralScope.OUR_LIMIT)
         undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
         outcomes[sent.message.pk] = requeue(
             sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo

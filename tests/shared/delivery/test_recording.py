@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from shared.delivery.claims import claim
-from shared.delivery.recording import record_sent
-from shared.delivery.types import OutcomeStatus, SendRecord
+from shared.delivery.recording import record_sent, release_unsent
+from shared.delivery.types import OutcomeStatus, Release, SendRecord
 from shared.events.signals import message_status_changed
 from shared.models import Message, MessageAttempt, MessageStatus
 from tests.shared.delivery.helpers import queued
@@ -94,3 +94,26 @@ def test_a_provider_id_longer_than_the_column_is_cut(org, tools):
     record = SendRecord(message=message, number=1, started=timezone.now(), provider_id="x" * 300)
     record_sent([record], tools[1])
     assert Message.objects.get(pk=message.pk).provider_message_id == "x" * 255
+
+
+class _Calls:
+    """DeliveryMetrics that records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_sends_released_past_their_slot_are_counted_in_one_metrics_call(org):
+    messages = _claimed(org, 3)
+    records = [
+        SendRecord(message=m, number=1, started=timezone.now(), released=Release.SLOT)
+        for m in messages
+    ]
+    metrics = _Calls()
+    outcomes = release_unsent(records, metrics)
+    assert metrics.calls == [("rate_limit_deferred", "telegram", "our_limit", 3)]
+    assert {o.status for o in outcomes.values()} == {OutcomeStatus.DEFERRED}
+    assert all(m.status == MessageStatus.QUEUED for m in Message.objects.filter(pk__in=outcomes))
