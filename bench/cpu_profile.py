@@ -157,6 +157,45 @@ def run(
     return sent, done - sent, ended - started, cpu
 
 
+def inprocess(
+    organization: object, items: Items, sandbox: SandboxProcess, n: int, rounds: int = 3
+) -> str:
+    """`message_deliver_batch` in this process, batches of 25 sent one after another (no
+    executor), sandbox latency 0: CPU ms per message (`time.process_time`), the median of
+    `rounds`; less exposed to other processes on the host than the worker's CPU."""
+    from shared.delivery.batch import message_deliver_batch
+    from shared.metrics import Metrics
+    from shared.ratelimit import RateLimiter
+    from shared.services.messages import message_create_bulk
+
+    limiter = RateLimiter(redis.Redis.from_url(REDIS_URL))
+    metrics = Metrics.from_url(REDIS_URL)
+    sandbox.client.configure(latency_ms=0)
+    parts = []
+    try:
+        for mix in ("telegram", "mixed"):
+            results = []
+            for _ in range(rounds + 1):  # the first is a warm-up
+                created = message_create_bulk(
+                    organization=organization, data={"messages": items.make(n, mix)}
+                )
+                ids = [m.pk for m, _ in created]
+                t0 = time.process_time()
+                for start in range(0, n, 25):
+                    message_deliver_batch(
+                        message_ids=ids[start : start + 25], limiter=limiter, metrics=metrics
+                    )
+                results.append((time.process_time() - t0) / n * 1000)
+            ms = sorted(results[1:])[len(results[1:]) // 2]
+            parts.append(f"{mix} {ms:.2f} (rounds {', '.join(f'{r:.2f}' for r in results[1:])})")
+    finally:
+        sandbox.client.configure(latency_ms=LATENCY_MS)
+    return (
+        f"In-process `message_deliver_batch`, {n} messages in batches of 25, inline sends, "
+        "sandbox latency 0, CPU ms per message (median): " + "; ".join(parts) + "\n"
+    )
+
+
 def profile_top(
     raw: Path, n_messages: int, rate: int, top: int = 10, roots: tuple[str, ...] = SEND_ROOTS
 ) -> str:
@@ -214,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--mix", default="telegram,mixed")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--inprocess", type=int, default=1000, help="messages per in-process round (0: skip)"
+    )
     parser.add_argument("--out", default=str(LOG_DIR), help="where raw profiles are written")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -243,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             accounts(sandbox)
             organization = org()
             items = Items()
+            if args.inprocess:
+                report.append(inprocess(organization, items, sandbox, args.inprocess))
+                print(report[-1], flush=True)
             worker = start_worker(env, "cpu@bench")
             groups = {"worker": [worker.pid], "sandbox": [sandbox.process.pid]}
             groups["bench"] = [os.getpid()]
