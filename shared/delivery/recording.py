@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, CharField, F, Value, When
+from django.db import connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from shared.delivery.scheduling import backoff_seconds, message_limits
@@ -54,43 +55,52 @@ def record_sent(sends: list[SendRecord], metrics: DeliveryMetrics) -> dict[int, 
     if not sent:
         return {}
     now = timezone.now()
-    provider_id: Any = Case(
-        *(When(pk=s.message.pk, then=Value(s.provider_id[:255])) for s in sent),
-        output_field=CharField(),
-    )
     with transaction.atomic():
-        updated = Message.objects.filter(
-            pk__in=[s.message.pk for s in sent], status=MessageStatus.SENDING
-        ).update(
-            status=MessageStatus.SENT,
-            provider_message_id=provider_id,
-            sent_at=now,
-            lease_expires_at=None,
-            last_error="",
-            error_kind="",
-            error_code="",
-            updated_at=now,
-        )
+        mine = _mark_sent(sent, now)
         MessageAttempt.objects.bulk_create([_attempt_row(s, AttemptOutcome.SENT) for s in sent])
-        messages_changed(_now_sent(sent, updated, now), MessageStatus.SENDING)
-    if updated < len(sent):
+        messages_changed(_now_sent(sent, mine, now), MessageStatus.SENDING)
+    if len(mine) < len(sent):
         logger.warning(
-            "%d message(s) were sent but their lease had been taken over.", len(sent) - updated
+            "%d message(s) were sent but their lease had been taken over.", len(sent) - len(mine)
         )
     metrics.sends_finished((s.message.provider, SendResult.SENT, s.elapsed) for s in sent)
     return {s.message.pk: DeliveryOutcome(OutcomeStatus.SENT) for s in sent}
 
 
-def _now_sent(sent: list[SendRecord], updated: int, now: datetime) -> list[Message]:
-    """The messages this batch just marked sent (a taken-over lease leaves some out)."""
-    messages = [s.message for s in sent]
-    if updated < len(sent):
-        mine = set(
-            Message.objects.filter(
-                pk__in=[m.pk for m in messages], status=MessageStatus.SENT, sent_at=now
-            ).values_list("pk", flat=True)
-        )
-        sent = [s for s in sent if s.message.pk in mine]
+def _mark_sent(sent: list[SendRecord], now: datetime) -> set[int]:
+    """sending → sent for the rows of `sent` still sending, each with its provider id, in one
+    UPDATE ... RETURNING (PostgreSQL and SQLite); returns the ids it changed.
+
+    The same single statement the ORM's `Case(When(pk=…))` made, written out: the ORM built,
+    resolved and compiled a lookup per row, the costliest Python of a batch."""
+    connection = connections[Message.objects.db]
+    qn = connection.ops.quote_name
+    column = {f.name: qn(f.column) for f in Message._meta.concrete_fields}
+    at = connection.ops.adapt_datetimefield_value(now)
+    cases = " ".join(["WHEN %s THEN %s"] * len(sent))
+    marks = ", ".join(["%s"] * len(sent))
+    # Only quoted names from the model's own metadata are formatted in; values are parameters.
+    sql = (
+        f"UPDATE {qn(Message._meta.db_table)} SET {column['status']} = %s, "  # noqa: S608
+        f"{column['provider_message_id']} = CASE {column['id']} {cases} END, "
+        f"{column['sent_at']} = %s, {column['lease_expires_at']} = NULL, "
+        f"{column['last_error']} = '', {column['error_kind']} = '', {column['error_code']} = '', "
+        f"{column['updated_at']} = %s "
+        f"WHERE {column['id']} IN ({marks}) AND {column['status']} = %s "
+        f"RETURNING {column['id']}"
+    )
+    params: list[Any] = [MessageStatus.SENT.value]
+    for record in sent:
+        params += [record.message.pk, record.provider_id[:255]]
+    params += [at, at, *(record.message.pk for record in sent), MessageStatus.SENDING.value]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _now_sent(sent: list[SendRecord], mine: set[int], now: datetime) -> list[Message]:
+    """The messages this batch just marked sent (`mine`: a taken-over lease leaves some out)."""
+    sent = [s for s in sent if s.message.pk in mine]
     for record in sent:
         record.message.status = MessageStatus.SENT
         record.message.provider_message_id = record.provider_id[:255]
@@ -121,9 +131,10 @@ def release_unsent(
             sum(s.released is Release.LEASE for s in queued_late),
             sum(s.released is Release.SLOT for s in queued_late),
         )
+    late = Counter(s.message.provider for s in released if s.released is Release.SLOT)
+    for provider, count in late.items():  # one metrics round trip per provider, not per message
+        metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
     for sent in released:
-        if sent.released is Release.SLOT:
-            metrics.rate_limit_deferred(sent.message.provider, DeferralScope.OUR_LIMIT)
         undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
         now, wait = timezone.now(), sent.wait or 0.0
         if sent.wait is not None and wait <= settings.MAX_COUNTDOWN_SECONDS:

@@ -18,8 +18,8 @@ from shared.receipts import sendgrid, twilio
 from shared.receipts.apply import record_receipts
 from shared.services.integrations import integration_connect
 from shared.suppressions import add, suppressed
-from tests.factories import CANARY, VALID_EXTRA
-from tests.shared.delivery.helpers import deliver_batch, queued, sends
+from tests.factories import CANARY, VALID_EXTRA, make_member
+from tests.shared.delivery.helpers import BOT, deliver_batch, queued, sends
 
 pytestmark = pytest.mark.django_db
 
@@ -206,6 +206,26 @@ def test_suppressed_is_scoped_to_the_recipient_in_one_query(org):
     with CaptureQueriesContext(connection) as queries:
         found = suppressed([mine, other_chat])
     assert found == {mine.pk}
+    assert len(queries.captured_queries) == 1
+
+
+def test_suppressed_matches_whole_triples_not_each_column(org):
+    """The query asks by three IN lists; an entry that matches each list in some column but no
+    message's (org, provider, recipient) as a whole suppresses nothing."""
+    other = make_member("globex", "bob", "admin").org
+    integration_connect(organization=other, provider="telegram", token=BOT, extra={})
+    add(org.pk, "telegram", "4242", "manual", "test")
+    add(other.pk, "telegram", "5151", "manual", "test")
+    add(org.pk, "whatsapp", "+14155550100", "manual", "test")
+    hit = queued(org, to="4242")
+    not_mine = queued(org, to="5151")  # suppressed in the other org only
+    not_theirs = queued(other, to="4242")  # suppressed in org only
+    wrong_provider = queued(org, to="+14155550100")  # suppressed for WhatsApp only
+    exempt = queued(org, to="4242", ignore_suppression=True)
+    with CaptureQueriesContext(connection) as queries:
+        found = suppressed([hit, not_mine, not_theirs, wrong_provider, exempt])
+    assert Suppression.objects.count() == 3
+    assert found == {hit.pk}
     assert len(queries.captured_queries) == 1
 
 
