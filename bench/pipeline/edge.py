@@ -142,6 +142,13 @@ class EdgeRun:
     deferred: int = 0  # our limiter's deferrals (scope our_limit)
     provider_429: int = 0  # deferrals after a provider 429 (scope provider_429)
     sandbox_429: int = 0  # 429s the sandbox recorded
+    deferred_by: dict[str, int] | None = None  # our limiter's deferrals by provider
+
+    def deferrals(self) -> str:
+        """'N (x.x %; telegram n, ...)' of the run's N messages."""
+        by = ", ".join(f"{p} {c}" for p, c in sorted((self.deferred_by or {}).items()) if c)
+        pct = self.deferred / max(self.run.n, 1) * 100
+        return f"{self.deferred} ({pct:.1f} %{'; ' + by if by else ''})"
 
     def cpu_ms(self, part: str | None = None) -> float:
         done = max(self.run.done, 1)
@@ -160,15 +167,18 @@ class EdgeRun:
         return self.run.host_busy / self.run.host_total * 100 if self.run.host_total else 0.0
 
 
-def deferral_counts(ctx: Ctx) -> tuple[int, int]:
-    """(our limiter's, after a provider 429) deferrals since the last `ctx.fresh()`."""
+def deferral_counts(ctx: Ctx) -> tuple[dict[str, int], int]:
+    """(our limiter's deferrals by provider, deferrals after a provider 429) since the last
+    `ctx.fresh()`, from the workers' corbi_rate_limit_deferrals_total."""
     from shared.metrics import Metrics
 
     snap = Metrics.from_url(ctx.env["REDIS_URL"]).snapshot()
-    ours = theirs = 0
+    ours: dict[str, int] = {}
+    theirs = 0
     for fields, value in snap.get("rate_limit_deferrals_total", {}).items():
-        if fields.endswith("|our_limit"):
-            ours += int(value)
+        provider, _, scope = fields.partition("|")
+        if scope == "our_limit":
+            ours[provider] = ours.get(provider, 0) + int(value)
         else:
             theirs += int(value)
     return ours, theirs
@@ -226,13 +236,20 @@ def run_pipeline(
             n, done, failed, ended - started, cpu.get("worker", 0.0), cpu, busy, total, stalled
         )
         ours, theirs = deferral_counts(ctx)
-        return EdgeRun(result, ours, theirs, sandbox_429s(ctx))
+        return EdgeRun(result, sum(ours.values()), theirs, sandbox_429s(ctx), ours)
     finally:
         stop_workers(workers)
 
 
-def run_bare_edge(ctx: Ctx, pool: str, c: int, n: int) -> EdgeRun:
-    result = run_bare(ctx, pool, c, 1, n)
+def run_bare_edge(ctx: Ctx, pool: str, c: int, n: int, tuned: bool = False) -> EdgeRun:
+    """Bare Celery, prefetch multiplier 1; `tuned`: kombu's Redis pool sized to the pool."""
+    saved = ctx.env
+    if tuned:
+        ctx.env = {**saved, "BENCH_BARE_MAX_CONNECTIONS": str(c + 16)}
+    try:
+        result = run_bare(ctx, pool, c, 1, n)
+    finally:
+        ctx.env = saved
     return EdgeRun(result, sandbox_429=sandbox_429s(ctx))
 
 
@@ -249,8 +266,12 @@ def bound_by(run: EdgeRun, in_flight: int) -> str:
     top = max(shares, key=lambda part: shares[part])
     tops = ", ".join(f"{p} {shares[p]:.2f}" for p in sorted(shares, key=lambda q: -shares[q])[:3])
     ceiling = in_flight / (LATENCY_MS / 1000)
+    ours = sum(shares.values())
     if busy >= 90:
-        return f"host CPU ({busy:.0f} % of {cores} cores; cores used: {tops})"
+        return (
+            f"host CPU ({busy:.0f} % of {cores} cores, of which this stack {ours:.2f} cores, "
+            f"the rest other users of the host; cores used: {tops})"
+        )
     if shares[top] >= 0.85:
         return f"{top} process at {shares[top]:.2f} cores (one Python process; {tops})"
     if run.run.rate >= 0.8 * ceiling:
@@ -264,7 +285,7 @@ def section_workloads(
     """Tables 1 and 2: every workload, pipeline and bare alternating."""
     rows = [
         "| workload | round | N | pipeline msg/s | bare msg/s | pipeline / bare | deferrals "
-        "(% of N) | provider 429s | pipeline CPU ms/msg, all | worker / gunicorn / postgres "
+        "(% of N; by provider) | provider 429s | pipeline CPU ms/msg, all | worker / gunicorn / postgres "
         "/ redis / sandbox | bare CPU ms/msg, all | worker / gunicorn / postgres / redis / "
         "sandbox |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
@@ -288,11 +309,10 @@ def section_workloads(
             full, bare = got["full"], got["bare"]
             fulls.append(full)
             bares.append(bare)
-            pct = full.deferred / n * 100
             row = (
                 f"| {label} | {rnd + 1} | {n} | {full.run.rate:.0f}{full.run.note()} "
                 f"| {bare.run.rate:.0f}{bare.run.note()} | {full.run.rate / bare.run.rate:.2f} "
-                f"| {full.deferred} ({pct:.1f} %) | {full.sandbox_429} | {full.cpu_ms():.1f} "
+                f"| {full.deferrals()} | {full.sandbox_429} | {full.cpu_ms():.1f} "
                 f"| {full.breakdown()} | {bare.cpu_ms():.1f} | {bare.breakdown()} |"
             )
             print(row, flush=True)
@@ -345,7 +365,7 @@ def section_scaling_edge(
     skipped: list[str] = []
     for pool, c in bare_grid:
         try:
-            run = run_bare_edge(ctx, pool, c, n)
+            run = run_bare_edge(ctx, pool, c, n, tuned=True)
         except RuntimeError as exc:  # e.g. gevent not installed: say so under the table
             skipped.append(f"bare `--pool {pool} --concurrency {c}` did not run: {exc}")
             print(f"  {skipped[-1]}", flush=True)
@@ -363,7 +383,7 @@ def section_scaling_edge(
         rows.append(
             f"| {label} | {in_flight} | {n} | {run.run.rate:.0f}{run.run.note()} "
             f"| {run.run.rate / best:.2f} | {run.cpu_ms():.1f} | {run.breakdown()} "
-            f"| {run.deferred} | {run.host_busy():.0f} % | {bound_by(run, in_flight)} |"
+            f"| {run.deferrals()} | {run.host_busy():.0f} % | {bound_by(run, in_flight)} |"
         )
     best_full = max(fulls, key=lambda f: f[2].run.rate) if fulls else None
     rows.append("")
@@ -381,7 +401,9 @@ def section_scaling_edge(
         "Pipeline rows: workload (a) (mixed, 4 providers x 2 orgs), one worker `--pool threads "
         "--concurrency 32 --prefetch-multiplier 1` with `DELIVERY_SEND_THREADS` set; bare rows: "
         "one worker, prefetch multiplier 1, Telegram sendMessage. In-flight calls = send threads "
-        "(pipeline) or pool size (bare). Bounded by: host ≥ 90 % busy, else a process using "
+        "(pipeline) or pool size (bare). Bare rows here size kombu's Redis connection pool to "
+        "the pool + 16 (`BENCH_BARE_MAX_CONNECTIONS`; the default 10 makes gevent's late acks "
+        "fail with `Too many connections`). Bounded by: host ≥ 90 % busy, else a process using "
         f"≥ 0.85 cores, else in-flight / {LATENCY_MS} ms; cores used = CPU s / wall s per process.",
     ]
     return "\n".join(rows)
@@ -406,10 +428,10 @@ class EdgeSizes:
                 ("gevent", 256),
             )
         )
-        seconds = 4.0 if quick else 8.0
+        seconds = 4.0 if quick else 6.0
         # (instagram rates, seconds of demand, DELIVERY_SEND_THREADS) per worker run
         self.rl_groups = (((5, 50), seconds, 64), ((500,), seconds / 2, 128))
-        self.chat_seconds = 5.0 if quick else 8.0
+        self.chat_seconds = 5.0 if quick else 6.0
 
 
 def section_edge(ctx: Ctx, sizes: EdgeSizes, add: Callable[[str, str], None]) -> None:
