@@ -414,6 +414,7 @@ class EdgeSizes:
 
     def __init__(self, quick: bool, n: int | None = None) -> None:
         self.n = n or (600 if quick else 3000)
+        self.scale_n = max(300, self.n // 2)  # ten runs, some slow (gevent): half N keeps ≲ 8 min
         self.rounds = 2
         self.send_threads = (32, 128) if quick else (32, 64, 128, 256)
         self.bare_grid: tuple[tuple[str, int], ...] = (
@@ -446,7 +447,7 @@ def section_edge(ctx: Ctx, sizes: EdgeSizes, add: Callable[[str, str], None]) ->
     add("Issue 13 (2) Bare Celery at equal in-flight calls (32)", table2)
     add(
         "Issue 13 (3) In-flight calls: pipeline send threads vs best bare Celery",
-        section_scaling_edge(ctx, orgs, sizes.n, sizes.send_threads, sizes.bare_grid),
+        section_scaling_edge(ctx, orgs, sizes.scale_n, sizes.send_threads, sizes.bare_grid),
     )
     groups = "; ".join(
         f"{'/'.join(map(str, rates))} msg/s: {secs:g} s of demand, DELIVERY_SEND_THREADS {t}"
