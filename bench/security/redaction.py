@@ -138,7 +138,7 @@ def encoded_echoes(run: Run) -> None:
 def attachment_canary(run: Run) -> None:
     """An email attachment made of a canary, sent through the pipeline: its text and its base64
     join the sweep like a token (only the encrypted column and the provider may hold it)."""
-    text = "cnryAttachment" + rand(26)
+    text = "cnry" + rand(40)  # random only: a word in it (e.g. "attachment") is in every answer
     content = base64.b64encode(text.encode()).decode()
     run.tokens["attachment"] = text
     run.tokens["attachment_base64"] = content
