@@ -42,6 +42,7 @@ format: $(STAMP)
 
 # Benchmarks and long suites: not part of `make test`; each prints a table and writes bench/*.md.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,sandbox,bench]'
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 chaos: $(STAMP)

@@ -37,6 +37,12 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+# The scaling rows of the edge section raise kombu's Redis pool (10 connections by default):
+# with a gevent pool of 64+ greenlets, late acks otherwise fail with "Too many connections".
+if os.environ.get("BENCH_BARE_MAX_CONNECTIONS"):
+    app.conf.broker_transport_options = {
+        "max_connections": int(os.environ["BENCH_BARE_MAX_CONNECTIONS"])
+    }
 
 _local = threading.local()
 

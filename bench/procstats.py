@@ -91,13 +91,15 @@ class CpuSnapshot:
                     if proc.pid not in mine:
                         mine.add(proc.pid)
                         self._add(proc, name)
+        # A "redis" group (a private redis-server) replaces the by-name match of the shared one.
+        private_redis = "redis" in groups
         for proc in psutil.process_iter(["name"]):
             if proc.pid in mine:
                 continue
             label = proc.info.get("name") or ""
             if label.startswith("postgres"):
                 self._add(proc, "postgres")
-            elif label.startswith("redis-server"):
+            elif label.startswith("redis-server") and not private_redis:
                 self._add(proc, "redis")
 
     def _add(self, proc: psutil.Process, name: str) -> None:

@@ -11,7 +11,17 @@ from collections.abc import Callable
 import bench.pipeline
 from bench.common import PG, free_port
 from bench.pipeline.api import section_api
-from bench.pipeline.config import LATENCY_MS, SCHED_DB_NAME, SCHED_REDIS_URL
+from bench.pipeline.config import (
+    DB_NAME,
+    EDGE_DB_NAME,
+    EDGE_REDIS_DB,
+    LATENCY_MS,
+    LOG_DIR,
+    REDIS_URL,
+    SCHED_DB_NAME,
+    SCHED_REDIS_URL,
+)
+from bench.pipeline.edge import EdgeSizes, section_edge
 from bench.pipeline.events import section_events
 from bench.pipeline.eventsql import section_sql
 from bench.pipeline.inprocess import section_queries
@@ -20,7 +30,16 @@ from bench.pipeline.ratelimits import section_rate_limits
 from bench.pipeline.receipts import section_receipts
 from bench.pipeline.report import write_results
 from bench.pipeline.scheduled import section_scheduled
-from bench.pipeline.stack import PROCS, Ctx, bench_org, gunicorn, make_env, setup, start_django
+from bench.pipeline.stack import (
+    PROCS,
+    Ctx,
+    bench_org,
+    gunicorn,
+    make_env,
+    private_redis,
+    setup,
+    start_django,
+)
 from bench.pipeline.throughput import (
     section_batch_sizes,
     section_cpu,
@@ -49,10 +68,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny N, two grid rows")
     parser.add_argument(
+        "--edge-messages", type=int, default=None, help="N per run of the edge section (3000)"
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="comma-separated sections to run (api,throughput,batch,scaling,queries,memory,"
-        "ratelimits,events,receipts,sched); default all. Replaces only those sections in RESULTS.md",
+        "ratelimits,events,receipts,edge,sched); default all. `edge` alone runs on its own "
+        "database and Redis db. Replaces only those sections in RESULTS.md",
     )
     return parser.parse_args(argv)
 
@@ -126,6 +149,8 @@ def run_sections(ctx: Ctx, args: argparse.Namespace, add: Callable[[str, str], N
         )
     if want("events") or want("receipts"):
         run_events_and_receipts(ctx, s, add)
+    if want("edge"):
+        section_edge(ctx, EdgeSizes(args.quick, args.edge_messages), add)
     if want("sched"):  # last: it points this process at its own database for a while
         ctx.fresh()
         add(
@@ -186,13 +211,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and selected(args) <= STACKLESS:
             run_stackless(args, add)
             return finish(args, argv, began, sections)
+        # `--only edge` alone: a database and a redis-server of its own (config.EDGE_DB_NAME).
+        own = selected(args) == {"edge"}
+        db_name, redis_url, redis_pid = DB_NAME, REDIS_URL, 0
+        if own:
+            base_url, redis_proc = private_redis(LOG_DIR / "edge-redis")
+            db_name, redis_url = EDGE_DB_NAME, f"{base_url}/{EDGE_REDIS_DB}"
+            redis_pid = redis_proc.pid
         with SandboxProcess(latency_ms=LATENCY_MS) as sandbox:
             port = free_port()
-            env = make_env(sandbox.url, f"http://127.0.0.1:{port}")
-            setup(env)
+            env = make_env(sandbox.url, f"http://127.0.0.1:{port}", db_name, redis_url)
+            setup(env, db_name)
             with gunicorn(env, port) as (base, gunicorn_pid):
                 ctx = Ctx(env, sandbox, base)
                 ctx.gunicorn_pid = gunicorn_pid
+                ctx.redis_pid = redis_pid
                 ctx.redis.flushdb()
                 bench_org(ctx)
                 run_sections(ctx, args, add)

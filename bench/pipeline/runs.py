@@ -66,6 +66,8 @@ def _groups(ctx: Ctx, workers: list[Proc]) -> dict[str, list[int]]:
         groups["sandbox"] = [ctx.sandbox.process.pid]
     if ctx.gunicorn_pid:
         groups["gunicorn"] = [ctx.gunicorn_pid]
+    if ctx.redis_pid:  # a private redis-server (`--only edge`): counted by pid
+        groups["redis"] = [ctx.redis_pid]
     groups["bench"] = [os.getpid()]  # last: its family holds all of the above
     return groups
 

@@ -8,11 +8,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
+from pathlib import Path
 
 import redis
 from cryptography.fernet import Fernet
 
-from bench.common import PG, recreate_database, wait_for
+from bench.common import PG, free_port, recreate_database, wait_for
 from bench.pipeline.config import (
     CHAT_BASE,
     DB_NAME,
@@ -40,13 +41,15 @@ def worker_cmd(app: str, pool: str, concurrency: int, prefetch: int, hostname: s
     )
 
 
-def make_env(sandbox_url: str, public_base_url: str) -> dict[str, str]:
+def make_env(
+    sandbox_url: str, public_base_url: str, db_name: str = DB_NAME, redis_url: str = REDIS_URL
+) -> dict[str, str]:
     """The stack's environment; PUBLIC_BASE_URL is the bench's gunicorn (receipt signatures
     cover it) and webhook endpoints may be plain http on 127.0.0.1 (the events section)."""
     return commands.stack_env(
         fernet_key=Fernet.generate_key().decode(),
-        database_url=f"{PG}/{DB_NAME}",
-        redis_url=REDIS_URL,
+        database_url=f"{PG}/{db_name}",
+        redis_url=redis_url,
         sandbox_url=sandbox_url,
         LOG_LEVEL="WARNING",
         BENCH_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
@@ -88,7 +91,7 @@ def start_workers(ctx: Ctx, kind: str, pool: str, c: int, p: int, procs: int) ->
         def ready() -> bool:
             return all(ctx.redis.sismember(READY_KEY, h) for h in hosts)
     else:
-        metrics = Metrics.from_url(REDIS_URL)
+        metrics = Metrics.from_url(ctx.env["REDIS_URL"])
 
         def ready() -> bool:
             seen = metrics.workers_seen_within(30)
@@ -119,12 +122,13 @@ class Ctx:
         self.env = env
         self.sandbox = sandbox
         self.base = base
-        self.redis = redis.Redis.from_url(REDIS_URL)
+        self.redis = redis.Redis.from_url(env["REDIS_URL"])
         self.run = 0
         self.token = ""
         self.org_id = 0
         self.org = None
         self.gunicorn_pid = 0
+        self.redis_pid = 0  # set when the stack runs its own redis-server
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}", "X-Org-ID": str(self.org_id)}
@@ -139,8 +143,8 @@ class Ctx:
         return [CHAT_BASE + self.run * 100_000 + i for i in range(n)]
 
 
-def setup(env: dict[str, str]) -> None:
-    recreate_database(DB_NAME)
+def setup(env: dict[str, str], db_name: str = DB_NAME) -> None:
+    recreate_database(db_name)
     result = manage("migrate", "--noinput", "-v", "0", env=env, timeout=180)
     if result.returncode:
         raise RuntimeError("migrate failed: " + result.stderr[-2000:])
@@ -182,3 +186,20 @@ def bench_org(ctx: Ctx) -> None:
         token=WHATSAPP_TOKEN,
         extra={"account_sid": WHATSAPP_SID, "from_whatsapp": "+14155238886"},
     )
+
+
+def private_redis(directory: Path) -> tuple[str, Proc]:
+    """A redis-server of our own on a free port (no persistence): (base URL, its process)."""
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = PROCS.start("redis", commands.redis_server(port, directory))
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    PROCS.wait_ready(proc, up, 20, "redis-server", 0.05)
+    return f"redis://127.0.0.1:{port}", proc
