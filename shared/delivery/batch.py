@@ -230,16 +230,22 @@ def _rebook(
     limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float]
 ) -> dict[int, float]:
     """For sends whose slot went stale while they waited for a send thread ({pk: seconds
-    late}): 0 for those whose limits still allow the late start (no later send booked on them,
-    RateLimiter.use_late_many), else the seconds until a new slot (reserve_many); one round
-    trip each, the second only when needed. A failed check waits one backoff step."""
-    ids = list(late)
-    usable = limiter.use_late_many([(limits[pk], late[pk]) for pk in ids])
-    waits = {pk: 0.0 for pk, ok in zip(ids, usable, strict=True) if ok}
-    rest = [pk for pk in ids if pk not in waits]
+    late}): each limit whose slot may still be used late (no later send booked on it,
+    RateLimiter.use_late_many, asked per limit) keeps it; the others book a new slot
+    (reserve_many), so a Telegram chat's own booking never makes its message wait for the
+    chat again. Returns the seconds until each send may start (0: now); at most two round
+    trips. A failed check waits one backoff step."""
+    pairs = [(pk, lim) for pk in late for lim in limits[pk] if lim.rate and lim.rate > 0]
+    usable = limiter.use_late_many([([lim], late[pk]) for pk, lim in pairs])
+    rebook: dict[int, list[Limit]] = {pk: [] for pk in late}
+    for (pk, lim), ok in zip(pairs, usable, strict=True):
+        if not ok:
+            rebook[pk].append(lim)
+    waits = {pk: 0.0 for pk, lims in rebook.items() if not lims}
+    rest = [pk for pk, lims in rebook.items() if lims]
     if rest:
         answers = limiter.reserve_many(
-            [limits[pk] for pk in rest], max_wait=settings.MAX_COUNTDOWN_SECONDS
+            [rebook[pk] for pk in rest], max_wait=settings.MAX_COUNTDOWN_SECONDS
         )
         for pk, answer in zip(rest, answers, strict=True):
             waits[pk] = backoff_seconds(1) if isinstance(answer, Exception) else answer
