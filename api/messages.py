@@ -17,6 +17,7 @@ from api.serializers import (
     MessageCreatedSerializer,
     MessageDetailSerializer,
     MessageSerializer,
+    message_data,
 )
 from api.views import ok
 from shared.errors import NotFound, ValidationFailed
@@ -149,7 +150,7 @@ class MessageListCreateView(generics.ListAPIView):
         else:
             text = "Message queued."
         return Response(
-            ok(text, message_id=message.pk, data=MessageSerializer(message).data),
+            ok(text, message_id=message.pk, data=message_data(message)),
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
         )
 
@@ -204,9 +205,7 @@ class MessageRetryView(APIView):
     def post(self, request: Request, message_id: int) -> Response:
         message = message_retry(organization=request.org, message_id=message_id)
         return Response(
-            ok(
-                "Message queued again.", message_id=message.pk, data=MessageSerializer(message).data
-            ),
+            ok("Message queued again.", message_id=message.pk, data=message_data(message)),
             status=status.HTTP_202_ACCEPTED,
         )
 
@@ -223,9 +222,7 @@ class MessageCancelView(APIView):
     )
     def post(self, request: Request, message_id: int) -> Response:
         message = message_cancel(organization=request.org, message_id=message_id)
-        return Response(
-            ok("Message cancelled.", message_id=message.pk, data=MessageSerializer(message).data)
-        )
+        return Response(ok("Message cancelled.", message_id=message.pk, data=message_data(message)))
 
 
 class BookingView(APIView):

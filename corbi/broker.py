@@ -52,6 +52,20 @@ class Channel(kombu_redis.Channel):
     """
 
     QoS = QoS
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu builds a new redis.Redis (and its ~170-entry response-callback table) for
+        every publish on its shared pool; this reuses one per pool. A redis.Redis on a pool is
+        thread-safe and holds no connection of its own, and a new pool (kombu drops it on a
+        disconnect) gets a new client."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        client = self._sync_client
+        if client is None or client.connection_pool is not pool:
+            client = self._sync_client = super()._create_client(asynchronous=False)
+        return client
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # connects: Redis answered a PING

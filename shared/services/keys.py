@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -37,10 +40,39 @@ def integration_token(integration: Integration) -> str:
     return token
 
 
+# Proofs that a stored token decrypts, so that a send need not decrypt it again: Fernet
+# decryption (without a TTL, as here) depends only on the ciphertext and the keys, so a
+# ciphertext that decrypted once under one FERNET_KEYS always does. The key names the
+# integration, a SHA-256 of the ciphertext (a reconnect or a rotation writes a new one) and the
+# configured keys themselves (a changed FERNET_KEYS misses); only successes are kept, so a
+# token that does not decrypt is tried, and refused, on every send. Bounded; per process.
+_DECRYPTS_MAX = 4096
+_decrypts: set[tuple[int, bytes, tuple[str, ...]]] = set()
+_decrypts_lock = threading.Lock()
+
+
+def _decrypt_proof(integration: Integration) -> tuple[int, bytes, tuple[str, ...]]:
+    digest = hashlib.sha256(integration.token_encrypted.encode()).digest()
+    return (integration.pk, digest, tuple(settings.FERNET_KEYS))
+
+
+def token_decrypts_forget() -> None:
+    """Drop every remembered proof that a token decrypts (tests; an operator never needs to)."""
+    with _decrypts_lock:
+        _decrypts.clear()
+
+
 def ensure_token_decrypts(integration: Integration) -> None:
     """Raise TokenUndecryptable (HTTP 503) when the integration's stored token decrypts with no
-    FERNET_KEY, naming the cause and never a key or the token."""
+    FERNET_KEY, naming the cause and never a key or the token.
+
+    A ciphertext already seen to decrypt under the current FERNET_KEYS (in this process) is not
+    decrypted again; the key-state flag is still cleared if another process had set it."""
     if not integration.token_encrypted:
+        return
+    proof = _decrypt_proof(integration)
+    if proof in _decrypts:
+        integration_key_state_record(integration, available=True)
         return
     try:
         integration_token(integration)
@@ -56,6 +88,10 @@ def ensure_token_decrypts(integration: Integration) -> None:
                 ]
             },
         ) from None
+    with _decrypts_lock:
+        if len(_decrypts) >= _DECRYPTS_MAX:
+            _decrypts.clear()
+        _decrypts.add(proof)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from shared.crypto import decrypt_data, encrypt_data
@@ -230,20 +230,43 @@ def _new_message(
     )
 
 
-@transaction.atomic
 def _insert(
     organization: Organization,
     cleaned: list[dict[str, Any]],
     integrations: dict[str, Integration],
     existing: dict[str, Message],
 ) -> list[tuple[Message, bool]]:
+    """Insert the new messages and publish them once they are committed.
+
+    One new message outside any transaction is one INSERT in autocommit (a single statement is
+    atomic by itself; `bulk_create` and `atomic` would add BEGIN and COMMIT round trips), and
+    `publish_on_commit` then publishes at once, after the row is committed, as before. Several,
+    or one inside the caller's transaction, go through `atomic` (a savepoint in the latter, so a
+    concurrent idempotency key's IntegrityError can be retried). Replays alone write nothing."""
     now = timezone.now()
     new = [
         _new_message(organization, integrations[row["provider"]], row, now)
         for row in cleaned
         if row["idempotency_key"] not in existing
     ]
-    created = copy_insert(Message, new)
+    connection = connections[router.db_for_write(Message)]
+    if len(new) == 1 and not connection.in_atomic_block:
+        new[0].save(force_insert=True)
+        _publish_created(new)
+    elif new:  # (replays alone write and publish nothing)
+        with transaction.atomic():
+            _publish_created(copy_insert(Message, new))
+    created_iter = iter(new)
+    return [
+        (existing[row["idempotency_key"]], False)
+        if row["idempotency_key"] in existing
+        else (next(created_iter), True)
+        for row in cleaned
+    ]
+
+
+def _publish_created(created: list[Message]) -> None:
+    """Publish the new rows once the surrounding transaction commits (at once in autocommit)."""
     now_ids = [m.pk for m in created if m.status == MessageStatus.QUEUED]
     publish_on_commit(DELIVER_MESSAGES, now_ids, on_failure=message_unpublish)
     later = {
@@ -252,13 +275,6 @@ def _insert(
         if m.status == MessageStatus.SCHEDULED and m.enqueued_at is not None
     }
     publish_later_on_commit(DELIVER_MESSAGES, later, on_failure=message_unpublish)
-    created_iter = iter(created)
-    return [
-        (existing[row["idempotency_key"]], False)
-        if row["idempotency_key"] in existing
-        else (next(created_iter), True)
-        for row in cleaned
-    ]
 
 
 def message_retry(*, organization: Organization, message_id: int) -> Message:

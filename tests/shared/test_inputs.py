@@ -387,3 +387,45 @@ def test_template_text_postgres_cannot_store_is_refused(text):
 
     assert list(errors_of(MessageCreateSerializer, wa)) == ["template.variables.1"]
     assert list(errors_of(MessageCreateSerializer, sg)) == ["template.data"]
+
+
+def test_message_fields_are_copies_of_unbound_prototypes_bound_per_serializer():
+    first, second = MessageCreateSerializer(data=TELEGRAM), MessageCreateSerializer(data=EMAIL)
+
+    assert list(first.fields) == list(MessageCreateSerializer._declared_fields)
+    for name, field in first.fields.items():
+        other = second.fields[name]
+        assert field is not other and field.parent is first and other.parent is second
+        prototype = MessageCreateSerializer._field_prototypes[name]
+        assert prototype.parent is None and prototype.field_name is None
+    assert first.is_valid() and second.is_valid()
+    assert first.validated_data["to"] == "4242" and second.validated_data["to"] == EMAIL["to"]
+
+
+def test_message_validation_from_many_threads_keeps_each_request_s_errors():
+    from concurrent.futures import ThreadPoolExecutor
+
+    attachment = {"filename": "a.txt", "content": "aGk="}
+    bodies = [
+        TELEGRAM,
+        {**TELEGRAM, "to": "chat 42"},
+        {**EMAIL, "attachments": [attachment]},
+        {**EMAIL, "attachments": [{**attachment, "content": "not base64!"}]},
+        {**TELEGRAM, "body": ""},
+    ]
+    expected = [_outcome(body) for body in bodies]
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            assert list(pool.map(_outcome, bodies)) == expected
+    assert expected[0] is None and expected[2] is None
+    assert set(expected[1]) == {"to"} and set(expected[4]) == {"body"}
+    assert set(expected[3]) == {"attachments.0.content"}
+
+
+def _outcome(body: dict) -> dict | None:
+    try:
+        validated(MessageCreateSerializer, body)
+    except ValidationFailed as exc:
+        return exc.errors
+    return None
