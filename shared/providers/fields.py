@@ -266,8 +266,10 @@ def sendgrid_template(value: Any) -> dict[str, Any]:
         raise FieldProblem("data", 'Must be an object such as {"name": "Ana"}.')
     try:
         size = len(json.dumps(data, ensure_ascii=False, allow_nan=False).encode())
-    except ValueError:
-        raise FieldProblem("data", "Must be plain JSON (no NaN or Infinity).") from None
+    except (TypeError, ValueError):  # NaN/Infinity, or (from Python) a value JSON cannot hold
+        raise FieldProblem(
+            "data", "Must be plain JSON (no NaN, Infinity or other types)."
+        ) from None
     if size > _MAX_TEMPLATE_DATA_BYTES:
         raise FieldProblem("data", f"Must be at most {_MAX_TEMPLATE_DATA_BYTES} bytes as JSON.")
     if _bad_text(data):

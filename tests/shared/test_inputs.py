@@ -429,3 +429,11 @@ def _outcome(body: dict) -> dict | None:
     except ValidationFailed as exc:
         return exc.errors
     return None
+
+
+def test_template_data_that_is_not_json_is_refused_not_crashed():
+    from datetime import date
+
+    for value in (float("nan"), date(2030, 1, 1), {1, 2}):
+        data = {**SG_TEMPLATE, "template": {"id": "d-" + "ab" * 16, "data": {"x": value}}}
+        assert list(errors_of(MessageCreateSerializer, data)) == ["template.data"]
