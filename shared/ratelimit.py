@@ -31,8 +31,7 @@ MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 # ARGV: mode ("acquire" | "reserve" | "pause" | "late"), max_wait_us (for "pause": the pause;
 # for "late": how late the event is), then interval_us and tolerance_us per key.
 # "late": an event booked `late` µs ago starts now. Allowed (1) when no later event is booked on
-# any key (its TAT is within half an interval of its own slot + interval: the worker's record of
-# the slot may be a little earlier than Redis's), and then each TAT moves to now + interval,
+# any key (its TAT is still its own slot + interval), and then each TAT moves to now + interval,
 # so the next booking is spaced from this real start; refused (0, nothing written) otherwise.
 _GCRA = """
 local t = redis.call('TIME')
@@ -42,7 +41,7 @@ if ARGV[1] == 'late' then
   local tats = {}
   for i, key in ipairs(KEYS) do
     local tat = tonumber(redis.call('GET', key)) or 0
-    if tat - tonumber(ARGV[1 + 2 * i]) * 1.5 > booked then
+    if tat - tonumber(ARGV[1 + 2 * i]) > booked + 1000 then
       return 0
     end
     tats[i] = tat

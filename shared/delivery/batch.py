@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from datetime import datetime
 from functools import partial
@@ -33,7 +33,6 @@ from shared.delivery.scheduling import (
     Clock,
     SlotDecision,
     SlotVerdict,
-    backoff_seconds,
     compensated,
     is_due,
     late_use,
@@ -52,7 +51,6 @@ from shared.delivery.types import (
     SlotLimiter,
 )
 from shared.models import Message, MessageStatus
-from shared.ratelimit import Limit
 from shared.services.outbox import DELIVER_MESSAGES, message_unpublish
 from shared.suppressions import SUPPRESSED, SUPPRESSED_TEXT, suppressed
 
@@ -99,10 +97,7 @@ def message_deliver_batch(
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
     published = set(outcomes)
-    rebook = partial(
-        _rebook, limiter, {m.pk: message_limits(m, m.integration) for m in slots.ready}
-    )
-    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor, rebook)
+    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor)
     outcomes.update(skipped)
     outcomes.update(record_sent(sends, metrics))
     outcomes.update(release_unsent([s for s in sends if s.released], metrics))
@@ -226,39 +221,12 @@ def _take_slots(
     return _Slots(ready, send_by, outcomes)
 
 
-def _rebook(
-    limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float]
-) -> dict[int, float]:
-    """For sends whose slot went stale while they waited for a send thread ({pk: seconds
-    late}): each limit whose slot may still be used late (no later send booked on it,
-    RateLimiter.use_late_many, asked per limit) keeps it; the others book a new slot
-    (reserve_many), so a Telegram chat's own booking never makes its message wait for the
-    chat again. Returns the seconds until each send may start (0: now); at most two round
-    trips. A failed check waits one backoff step."""
-    pairs = [(pk, lim) for pk in late for lim in limits[pk] if lim.rate and lim.rate > 0]
-    usable = limiter.use_late_many([([lim], late[pk]) for pk, lim in pairs])
-    rebook: dict[int, list[Limit]] = {pk: [] for pk in late}
-    for (pk, lim), ok in zip(pairs, usable, strict=True):
-        if not ok:
-            rebook[pk].append(lim)
-    waits = {pk: 0.0 for pk, lims in rebook.items() if not lims}
-    rest = [pk for pk, lims in rebook.items() if lims]
-    if rest:
-        answers = limiter.reserve_many(
-            [rebook[pk] for pk in rest], max_wait=settings.MAX_COUNTDOWN_SECONDS
-        )
-        for pk, answer in zip(rest, answers, strict=True):
-            waits[pk] = backoff_seconds(1) if isinstance(answer, Exception) else answer
-    return waits
-
-
 def _claim_and_send(
     ready: list[Message],
     tokens: dict[int, str],
     clock: Clock,
     send_by: dict[int, float],
     executor: Executor | None,
-    rebook: Callable[[dict[int, float]], dict[int, float]] | None = None,
 ) -> tuple[list[SendRecord], dict[int, DeliveryOutcome]]:
     """Claim `ready` under one lease and call the provider for each row claimed; returns the
     sends and the outcomes of the rows claimed elsewhere."""
@@ -272,4 +240,4 @@ def _claim_and_send(
     deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
     jobs = [m for m in ready if m.pk in claimed]
     mark = partial(mark_started, lease=lease.expires_at)
-    return send_all(jobs, tokens, executor, deadlines, mark, rebook), skipped
+    return send_all(jobs, tokens, executor, deadlines, mark), skipped

@@ -121,26 +121,21 @@ def release_unsent(
     released = [s for s in released if s.released is not Release.LOST]
     if not released:
         return outcomes
-    queued_late = [s for s in released if s.wait is None]
-    if queued_late:
-        logger.warning(
-            "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
-            "and were re-queued unsent: the worker has more claimed work than its send threads "
-            "(DELIVERY_SEND_THREADS) can start in time.",
-            len(queued_late),
-            sum(s.released is Release.LEASE for s in queued_late),
-            sum(s.released is Release.SLOT for s in queued_late),
-        )
+    logger.warning(
+        "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
+        "and were re-queued unsent: the worker has more claimed work than its send threads "
+        "(DELIVERY_SEND_THREADS) can start in time.",
+        len(released),
+        sum(s.released is Release.LEASE for s in released),
+        sum(s.released is Release.SLOT for s in released),
+    )
     late = Counter(s.message.provider for s in released if s.released is Release.SLOT)
     for provider, count in late.items():  # one metrics round trip per provider, not per message
         metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
     for sent in released:
         undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
-        now, wait = timezone.now(), sent.wait or 0.0
-        if sent.wait is not None and wait <= settings.MAX_COUNTDOWN_SECONDS:
-            undo["rate_slot_at"] = now + timedelta(seconds=wait)  # booked at its start
         outcomes[sent.message.pk] = requeue(
-            sent.message.pk, wait, now, expect=MessageStatus.SENDING, **undo
+            sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo
         )
     return outcomes
 

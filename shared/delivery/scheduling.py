@@ -152,11 +152,12 @@ def is_due(next_attempt_at: datetime | None, now: datetime) -> bool:
 
 
 def on_time_only(limits: Sequence[Limit], send_threads: int) -> bool:
-    """Whether a send under `limits` must start by its slot plus its late tolerance: under any
-    active limit. A send that waited longer for a send thread asks the limiter again at its
-    start (sending.StartGate), which answers "now" while the limit has room, so waiting for a
-    thread never bunches late sends with on-time ones. (`send_threads` is kept for callers.)"""
-    return any(lim.rate and lim.rate > 0 for lim in limits)
+    """Whether a send under `limits` must start by its slot (plus SLOT_TOLERANCE): a send may
+    start late only when its account's limit is at least as many sends a second as there are
+    send threads, so every thread starting a late send at once still fits a second's worth."""
+    return any(lim.rate and lim.rate > 0 for lim in limits) and (
+        (limits[0].rate or math.inf) < send_threads
+    )
 
 
 def slot_decision(

@@ -12,7 +12,6 @@ from functools import partial
 
 from django.utils import timezone
 
-from shared.delivery.scheduling import SEND_NOW, SLOT_TOLERANCE
 from shared.delivery.types import Release, SendRecord
 from shared.models import Message, Provider
 from shared.providers.base import Attachment, OutboundMessage, ProviderError
@@ -30,63 +29,28 @@ class StartGate:
     A send thread asks when it picks its message up; the task thread, which owns the database
     connection, writes every request waiting at that moment in one UPDATE and then lets them
     go. Without an executor (`inline`) each send marks its own start.
-
-    A send whose rate-limit slot went stale while it waited for a thread (`stale`) asks the
-    limiter again at its start (`rebook`, one round trip for the group starting together): it
-    starts if its new slot is now, else it is not started and `deferred` says when its new
-    slot is. So no send starts long after its slot, and when the limit has room (it does not
-    bind) waiting for a thread costs one Redis call per group, not a re-queue.
     """
 
-    def __init__(
-        self,
-        mark: Callable[[list[int]], set[int]],
-        *,
-        inline: bool,
-        rebook: Callable[[dict[int, float]], dict[int, float]] | None = None,
-    ) -> None:
+    def __init__(self, mark: Callable[[list[int]], set[int]], *, inline: bool) -> None:
         self._mark = mark
-        self._rebook = rebook
         self._inline = inline
-        self._requests: queue.SimpleQueue[tuple[int, threading.Event, float | None] | None] = (
-            queue.SimpleQueue()
-        )
+        self._requests: queue.SimpleQueue[tuple[int, threading.Event] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._allowed: set[int] = set()
-        self._waits: dict[int, float] = {}
         self._closed = False
 
-    def enter(self, pk: int, *, late: float | None = None) -> bool:
-        """Send thread: wait until the start of `pk` is recorded; False if it must not start.
-        `late`: seconds since its slot, when that is past its tolerance (it asks again)."""
+    def enter(self, pk: int) -> bool:
+        """Send thread: wait until the start of `pk` is recorded; False if it must not start."""
         if self._inline:
-            if late is None:
-                return pk in self._mark([pk])
-            return pk in self._mark(self._rebooked_now({pk: late}))
+            return pk in self._mark([pk])
         event = threading.Event()
         with self._lock:
             if self._closed:
                 return False
-            self._requests.put((pk, event, late))
+            self._requests.put((pk, event))
         event.wait()
         with self._lock:
             return pk in self._allowed
-
-    def deferred(self, pk: int) -> float | None:
-        """Seconds until the new slot of `pk` when a stale start was refused, else None."""
-        with self._lock:
-            return self._waits.get(pk)
-
-    def _rebooked_now(self, stale: dict[int, float]) -> list[int]:
-        """The stale starts ({pk: seconds late}) that may go now; the others' waits until their
-        new slots are kept for `deferred`."""
-        if not stale or self._rebook is None:
-            return list(stale)
-        waits = self._rebook(stale)
-        now = SEND_NOW.total_seconds()
-        with self._lock:
-            self._waits.update({pk: w for pk, w in waits.items() if w > now})
-        return [pk for pk in stale if waits.get(pk, 0.0) <= now]
 
     def leave(self) -> None:
         """Send thread: this job is over, sent or not."""
@@ -103,11 +67,7 @@ class StartGate:
                 left += items.count(None)
                 pending = [item for item in items if item is not None]
                 if pending:
-                    fresh = [pk for pk, _, late in pending if late is None]
-                    now = self._rebooked_now(
-                        {pk: late for pk, _, late in pending if late is not None}
-                    )
-                    self._release(pending, self._mark(fresh + now) if fresh or now else set())
+                    self._release(pending, self._mark([pk for pk, _ in pending]))
                     pending = []
         finally:
             with self._lock:
@@ -115,7 +75,7 @@ class StartGate:
             # The task thread is leaving (an error): no waiting send may start any more.
             self._release([*pending, *(i for i in self._drain() if i is not None)], set())
 
-    def _drain(self) -> list[tuple[int, threading.Event, float | None] | None]:
+    def _drain(self) -> list[tuple[int, threading.Event] | None]:
         items = []
         while True:
             try:
@@ -123,10 +83,10 @@ class StartGate:
             except queue.Empty:
                 return items
 
-    def _release(self, waiting: list[tuple[int, threading.Event, bool]], allowed: set[int]) -> None:
+    def _release(self, waiting: list[tuple[int, threading.Event]], allowed: set[int]) -> None:
         with self._lock:
             self._allowed |= allowed
-        for _, event, _ in waiting:
+        for _, event in waiting:
             event.set()
 
 
@@ -136,12 +96,10 @@ def send_all(
     executor: Executor | None,
     deadlines: dict[int, tuple[float, float]],
     mark: Callable[[list[int]], set[int]],
-    rebook: Callable[[dict[int, float]], dict[int, float]] | None = None,
 ) -> list[SendRecord]:
-    """Call the provider for every claimed message, concurrently on `executor` when given;
-    a message whose slot went stale before its start asks `rebook` (see StartGate)."""
+    """Call the provider for every claimed message, concurrently on `executor` when given."""
     inline = executor is None or len(messages) < 2
-    gate = StartGate(mark, inline=inline, rebook=rebook)
+    gate = StartGate(mark, inline=inline)
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
     # message to another worker while this one may still send it, and only while its rate-limit
     # slot is fresh when it must not start late (`deadlines`, see scheduling.slot_decision).
@@ -209,17 +167,13 @@ def _send_started(
     if now > lease_by:
         sent.released = Release.LEASE
         return sent
-    stale = now > slot_by
-    # Seconds since its slot (its deadline was the slot plus a tolerance of at least
-    # SLOT_TOLERANCE; assuming the smallest keeps the limiter's check on the cautious side).
-    late = now - slot_by + SLOT_TOLERANCE.total_seconds() if stale else None
-    if not gate.enter(message.pk, late=late):
-        sent.wait = gate.deferred(message.pk)
-        sent.released = Release.LOST if sent.wait is None and not stale else Release.SLOT
+    if now > slot_by:
+        sent.released = Release.SLOT
+        return sent
+    if not gate.enter(message.pk):
+        sent.released = Release.LOST
         return sent
     started = time.monotonic()
-    if stale:  # its new slot, booked at the gate, is now
-        slot_by = started + SLOT_TOLERANCE.total_seconds()
     try:
         adapter = integration_adapter(message.integration, token=token)
         outbound = _outbound(message)

@@ -95,8 +95,6 @@ class SendRecord:
     # Released after its start was recorded (the wait for the record made it late): the
     # release takes the attempt back, so no call is counted that never went out.
     counted: bool = False
-    # Released at its start because its re-booked rate-limit slot is this many seconds away.
-    wait: float | None = None
 
 
 class SlotLimiter(Protocol):

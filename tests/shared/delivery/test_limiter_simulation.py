@@ -57,7 +57,7 @@ class Gcra:
     def use_late(self, limits: list[Limit], now: float, late: float) -> bool:
         booked = now - late
         for lim in limits:
-            if self.tat.get(lim.key, 0.0) - 1.5 / lim.rate > booked:
+            if self.tat.get(lim.key, 0.0) - 1.0 / lim.rate > booked + 0.001:
                 return False
         for lim in limits:
             self.tat[lim.key] = max(self.tat.get(lim.key, 0.0), now + 1.0 / lim.rate)
