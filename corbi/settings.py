@@ -320,9 +320,6 @@ RATE_LIMITS = {
     if name.startswith("RATE_LIMIT_") and name not in _CHAT_RATE_SETTINGS
 }
 # A margin under Telegram's ~1 msg/s per chat, so network jitter never trips its 429.
-# A limit of r/s lets the sends that fit in this window (r x window, at least 1) go at once:
-# when limits don't bind, a whole batch goes out without waiting (shared/delivery/scheduling.py).
-RATE_LIMIT_WINDOW_SECONDS = env_float("RATE_LIMIT_WINDOW_SECONDS", 0.1)
 TELEGRAM_CHAT_RATE = env_float("RATE_LIMIT_TELEGRAM_CHAT", 0.9)
 TELEGRAM_GROUP_RATE = env_float("RATE_LIMIT_TELEGRAM_GROUP", 20.0 / 60.0)
 CELERY_BEAT_SCHEDULE = {

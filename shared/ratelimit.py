@@ -28,30 +28,11 @@ MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 # Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
 # stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
 # TAT <= now, and an event at time t conforms when t >= TAT - (burst - 1) * interval.
-# ARGV: mode ("acquire" | "reserve" | "pause" | "late"), max_wait_us (for "pause": the pause;
-# for "late": how late the event is), then interval_us and tolerance_us per key.
-# "late": an event booked `late` µs ago starts now. Allowed (1) when no later event is booked on
-# any key (its TAT is still its own slot + interval), and then each TAT moves to now + interval,
-# so the next booking is spaced from this real start; refused (0, nothing written) otherwise.
+# ARGV: mode ("acquire" | "reserve" | "pause"), max_wait_us (for "pause": the pause), then
+# interval_us and tolerance_us per key.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if ARGV[1] == 'late' then
-  local booked = now - tonumber(ARGV[2])
-  local tats = {}
-  for i, key in ipairs(KEYS) do
-    local tat = tonumber(redis.call('GET', key)) or 0
-    if tat - tonumber(ARGV[1 + 2 * i]) > booked + 1000 then
-      return 0
-    end
-    tats[i] = tat
-  end
-  for i, key in ipairs(KEYS) do
-    local tat = math.max(tats[i], now + tonumber(ARGV[1 + 2 * i]))
-    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-  end
-  return 1
-end
 local tats = {}
 local slot = now
 for i, key in ipairs(KEYS) do
@@ -127,22 +108,6 @@ class RateLimiter:
             self._script(keys=keys, args=args, client=pipe)
         answers = iter(pipe.execute(raise_on_error=False))
         return [0.0 if call is None else _seconds(next(answers)) for call in calls]
-
-    def use_late_many(self, requests: Sequence[tuple[Sequence[Limit], float]]) -> list[bool]:
-        """For events booked earlier that start late (`(limits, seconds late)` each), in one
-        round trip: True when no later event is booked on any of their limits, which then
-        space the next booking from now; False (nothing changed) when one is, so starting
-        late would bunch it with that one. An error for one event answers False for it.
-        Raises redis.RedisError if Redis is unreachable."""
-        calls = [self._args("late", limits, max_wait=late) for limits, late in requests]
-        pending = [call for call in calls if call is not None]
-        if not pending:
-            return [True] * len(calls)
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args in pending:
-            self._script(keys=keys, args=args, client=pipe)
-        answers = iter(pipe.execute(raise_on_error=False))
-        return [True if call is None else next(answers) == 1 for call in calls]
 
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds` (the provider said wait): every other

@@ -31,15 +31,11 @@ from shared.delivery.recording import (
 )
 from shared.delivery.scheduling import (
     Clock,
-    SlotDecision,
     SlotVerdict,
-    compensated,
     is_due,
-    late_use,
     message_limits,
     plan_waves,
     slot_decision,
-    task_lateness,
 )
 from shared.delivery.sending import send_all
 from shared.delivery.types import (
@@ -174,29 +170,12 @@ def _take_slots(
     limits = {m.pk: message_limits(m, m.integration) for m in messages}
     send_by: dict[int, float] = {}
     need: list[Message] = []
-    late: list[tuple[Message, SlotDecision]] = []
-    compensate: dict[int, float] = {}
     for m in messages:
-        booked = slot_decision(
-            limits[m.pk],
-            clock,
-            send_threads,
-            booked_at=m.rate_slot_at,
-        )
+        booked = slot_decision(limits[m.pk], clock, send_threads, booked_at=m.rate_slot_at)
         if booked.verdict is SlotVerdict.BOOK:
             need.append(m)
-        elif booked.verdict is SlotVerdict.CHECK:
-            late.append((m, booked))
         else:
             send_by[m.pk] = booked.send_by
-    if late:  # one round trip: may each late slot still be used (no later send booked)?
-        allowed = limiter.use_late_many([(d.check, d.late) for _, d in late])
-        for (m, _), ok in zip(late, allowed, strict=True):
-            if ok:
-                send_by[m.pk] = late_use(limits[m.pk], clock, send_threads).send_by
-            else:
-                need.append(m)
-                compensate[m.pk] = task_lateness(m.next_attempt_at, clock.now)
     answers = limiter.reserve_many(
         [limits[m.pk] for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
     )
@@ -215,7 +194,7 @@ def _take_slots(
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
-        run_in = compensated(plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS), compensate)
+        run_in = plan_waves(waits, limits, settings.MAX_COUNTDOWN_SECONDS)
         outcomes.update(defer_to_slots(waits, run_in, clock.now))
     ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
     return _Slots(ready, send_by, outcomes)

@@ -141,11 +141,7 @@ def claim(messages: list[Message], now: datetime, lease: datetime) -> set[int]:
     attempt: `attempts` counts a call only once it starts (`mark_started`)."""
     return _update_returning(
         [m.pk for m in messages],
-        {
-            "status": MessageStatus.SENDING.value,
-            "lease_expires_at": lease,
-            "updated_at": now,
-        },
+        {"status": MessageStatus.SENDING.value, "lease_expires_at": lease, "updated_at": now},
         clear=("rate_slot_at", "send_started_at"),
         where={"status": MessageStatus.QUEUED.value},
     )

@@ -105,9 +105,6 @@ class SlotLimiter(Protocol):
     ) -> list[float | Exception]:
         """Book one slot per request in one round trip: seconds until each, or its error."""
 
-    def use_late_many(self, requests: Sequence[tuple[Sequence[Limit], float]]) -> list[bool]:
-        """Whether each late event may still use its booked slot (no later one is booked)."""
-
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds`."""
 

@@ -232,37 +232,3 @@ def test_reserve_many_books_nothing_past_max_wait(limiter):
 def test_reserve_many_refuses_a_key_twice_in_one_event(limiter):
     with pytest.raises(ValueError, match="once"):
         limiter.reserve_many([[Limit("x", rate=1.0)], [Limit("x", 1.0), Limit("x", 2.0)]])
-
-
-def booked_ago(redis15, prefix: str, key: str, seconds: float, rate: float) -> None:
-    """The state `reserve` leaves after booking one event on `key` `seconds` ago."""
-    now_s, now_us = redis15.time()
-    now = now_s * 1_000_000 + now_us
-    redis15.set(prefix + key, str(now - round(seconds * 1e6) + round(1e6 / rate)), px=5000)
-
-
-def test_a_late_event_may_start_when_nothing_later_is_booked_and_respaces_the_next(
-    limiter, redis15, prefix
-):
-    limit = Limit("late:alone", rate=1.0)
-    booked_ago(redis15, prefix, "late:alone", 0.3, 1.0)
-
-    assert limiter.use_late_many([([limit], 0.3)]) == [True]
-    # The next booking is spaced from the late start, not from the booked slot.
-    assert limiter.reserve([limit]) == pytest.approx(1.0, abs=0.05)
-
-
-def test_a_late_event_is_refused_when_a_later_one_is_booked_and_nothing_changes(limiter):
-    first, second = Limit("late:busy", rate=1.0), Limit("late:free", rate=1.0)
-    limiter.reserve([first])
-    limiter.reserve([first])  # a later event is booked 1 s on
-
-    answers = limiter.use_late_many([([first, second], 0.3), ([second], 0.3)])
-
-    assert answers == [False, True]
-    assert limiter.reserve([first]) == pytest.approx(2.0, abs=0.05)  # untouched
-
-
-def test_late_checks_with_no_active_limit_are_allowed(limiter):
-    assert limiter.use_late_many([([Limit("x", None)], 1.0)]) == [True]
-    assert limiter.use_late_many([]) == []

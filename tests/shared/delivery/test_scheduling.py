@@ -10,13 +10,10 @@ import pytest
 from shared.delivery.scheduling import (
     Clock,
     SlotVerdict,
-    compensated,
+    early_allowance,
     is_due,
-    late_tolerance,
     plan_waves,
     slot_decision,
-    task_lateness,
-    window_burst,
 )
 from shared.ratelimit import Limit
 
@@ -36,14 +33,11 @@ def ago(seconds: float) -> datetime:
 SLOT_CASES = [
     # (case, limits, send threads, booked_at, reserved_in, verdict, send_by, wait)
     ("no slot booked yet", SLOW, 1, None, None, SlotVerdict.BOOK, INF, 0.0),
-    ("booked slot too late for a slow limit", SLOW, 1, ago(0.2), None, SlotVerdict.CHECK, INF, 0.0),
+    ("booked slot too old", SLOW, 1, ago(0.2), None, SlotVerdict.BOOK, INF, 0.0),
     ("booked slot late within tolerance", SLOW, 1, ago(0.05), None, SlotVerdict.SEND, 1000.05, 0.0),
     ("booked slot exactly at tolerance", SLOW, 1, ago(0.1), None, SlotVerdict.SEND, 1000.0, 0.0),
     ("booked slot late, fast limit", FAST, 8, ago(0.05), None, SlotVerdict.SEND, INF, 0.0),
-    ("fast limit takes 0.4 s late", FAST, 8, ago(0.4), None, SlotVerdict.SEND, INF, 0.0),
-    ("fast limit, 0.6 s late", FAST, 8, ago(0.6), None, SlotVerdict.CHECK, INF, 0.0),
-    ("booked slot ahead (task run early)", SLOW, 1, ago(-0.3), None, SlotVerdict.WAIT, INF, 0.3),
-    ("ahead within SEND_NOW", SLOW, 1, ago(-0.004), None, SlotVerdict.SEND, 1000.104, 0.0),
+    ("booked slot ahead (wave run early)", SLOW, 1, ago(-0.3), None, SlotVerdict.SEND, 1000.4, 0.0),
     ("reserved now, slow limit", SLOW, 1, None, 0.0, SlotVerdict.SEND, 1000.1, 0.0),
     ("reserved now, fast limit", FAST, 8, None, 0.0, SlotVerdict.SEND, INF, 0.0),
     ("reserved within SEND_NOW", SLOW, 1, None, 0.005, SlotVerdict.SEND, 1000.105, 0.0),
@@ -75,118 +69,87 @@ def test_slot_decision(limits, threads, booked_at, reserved_in, verdict, send_by
 
     assert decision.verdict is verdict
     assert decision.send_by == pytest.approx(send_by)
-    assert decision.wait == pytest.approx(wait)
+    assert decision.wait == wait
 
 
-@pytest.mark.parametrize(
-    ("limits", "late", "checked"),
-    [
-        (SLOW, 0.2, SLOW),
-        (FAST, 0.6, FAST),
-        (TELEGRAM, 0.3, TELEGRAM[1:]),  # the bot limit takes 0.3 s by itself; the chat does not
-        (TELEGRAM, 0.7, TELEGRAM),
-    ],
-    ids=["slow", "fast beyond 0.5 s", "telegram: only the chat", "telegram: both"],
-)
-def test_a_late_slot_checks_the_limits_that_cannot_take_the_lateness(limits, late, checked):
-    decision = slot_decision(limits, CLOCK, 32, booked_at=ago(late))
-
-    assert decision.verdict is SlotVerdict.CHECK
-    assert decision.check == tuple(checked)
-    assert decision.late == pytest.approx(late)
-
-
-def test_late_tolerance_is_the_strictest_limits():
-    assert late_tolerance(FAST) == 0.5
-    assert late_tolerance(SLOW) == late_tolerance(TELEGRAM) == 0.1
-    assert late_tolerance(NONE) == 0.5
-
-
-def test_a_task_late_again_is_compensated_up_to_a_second():
-    due = NOW - timedelta(seconds=0.3)
-
-    assert task_lateness(due, NOW) == pytest.approx(0.3)
-    assert task_lateness(NOW + timedelta(seconds=1), NOW) == 0.0
-    assert task_lateness(NOW - timedelta(seconds=9), NOW) == 1.0
-    assert compensated({1: 2.0, 2: 0.1, 3: None}, {1: 0.3, 2: 0.3}) == {1: 1.7, 2: 0.0, 3: None}
-
-
-BURST_CASES = [
-    # (case, rate per second, burst: the sends that fit in the 0.1 s window, at least 1)
-    ("Telegram chat, 0.9/s", 0.9, 1),
-    ("0.5/s", 0.5, 1),
-    ("5/s", 5, 1),
-    ("9.99/s", 9.99, 1),
-    ("10/s", 10, 1),
-    ("20/s", 20, 2),
-    ("80/s", 80, 8),
-    ("1000/s", 1000, 100),
-    ("10000/s", 10_000, 1000),
-    ("no limit", None, 1),
-    ("zero", 0, 1),
+ALLOWANCE_CASES = [
+    # (case, limits, seconds early)
+    ("20/s: spacing under a wave", [Limit("k", 20)], 0.1),
+    ("10/s: spacing of a wave", [Limit("k", 10)], 0.1),
+    ("5/s: a quarter of the spacing", [Limit("k", 5)], 0.05),
+    ("2/s: a quarter of the spacing", [Limit("k", 2)], 0.125),
+    ("no limit", NONE, 0.0),
+    ("zero rate", [Limit("k", 0)], 0.0),
+    ("a per-destination limit too", TELEGRAM, 0.0),
 ]
 
 
 @pytest.mark.parametrize(
-    ("rate", "burst"), [c[1:] for c in BURST_CASES], ids=[c[0] for c in BURST_CASES]
+    ("limits", "early"), [c[1:] for c in ALLOWANCE_CASES], ids=[c[0] for c in ALLOWANCE_CASES]
 )
-def test_window_burst(rate, burst):
-    assert window_burst(rate) == burst
+def test_early_allowance(limits, early):
+    assert early_allowance(limits) == pytest.approx(early)
+
+
+def same(limits, pks):
+    return dict.fromkeys(pks, limits)
 
 
 WAVE_CASES = [
-    # (case, waits {pk: s}, max countdown, run_in {pk: s or None})
+    # (case, waits {pk: s}, limits {pk: limits}, max countdown, run_in {pk: s or None})
     (
-        "20/s: slots 50 ms apart, waves of slots at most 50 ms apart, at the last slot",
+        "20/s: slots 50 ms apart run in waves of 0.1 s",
         {1: 0.05, 2: 0.10, 3: 0.15, 4: 0.20, 5: 0.25, 6: 0.30},
+        same([Limit("k", 20)], range(1, 7)),
         300,
-        {1: 0.10, 2: 0.10, 3: 0.20, 4: 0.20, 5: 0.30, 6: 0.30},
-    ),
-    (
-        "1000/s: 25 slots 1 ms apart are one wave",
-        {pk: 0.2 + pk / 1000 for pk in range(25)},
-        300,
-        dict.fromkeys(range(25), 0.224),
+        {1: 0.05, 2: 0.05, 3: 0.05, 4: 0.20, 5: 0.20, 6: 0.20},
     ),
     (
         "5/s: each slot its own task",
         {1: 0.2, 2: 0.4, 3: 0.6},
+        same([Limit("k", 5)], (1, 2, 3)),
         300,
         {1: 0.2, 2: 0.4, 3: 0.6},
     ),
     (
-        "telegram chats behind one bot limit: a wave too (several limits per message)",
-        {1: 0.05, 2: 0.06, 3: 0.06},
+        "2/s: a slot within a quarter spacing joins",
+        {1: 0.5, 2: 0.55, 3: 1.0},
+        same([Limit("k", 2)], (1, 2, 3)),
         300,
-        {1: 0.06, 2: 0.06, 3: 0.06},
+        {1: 0.5, 2: 0.5, 3: 1.0},
+    ),
+    (
+        "telegram: never early",
+        {1: 0.05, 2: 0.06, 3: 0.06},
+        same(TELEGRAM, (1, 2, 3)),
+        300,
+        {1: 0.05, 2: 0.06, 3: 0.06},
     ),
     (
         "beyond the countdown: not booked",
         {1: 0.1, 2: 400.0, 3: 0.15},
+        same([Limit("k", 20)], (1, 2, 3)),
         300,
-        {1: 0.15, 2: None, 3: 0.15},
+        {1: 0.1, 2: None, 3: 0.1},
     ),
     (
         "unordered input, keyed by id",
         {7: 0.30, 3: 0.05, 5: 0.10},
+        same([Limit("k", 20)], (3, 5, 7)),
         300,
-        {7: 0.30, 3: 0.10, 5: 0.10},
+        {7: 0.30, 3: 0.05, 5: 0.05},
     ),
-    ("nothing waits", {}, 300, {}),
+    ("nothing waits", {}, {}, 300, {}),
 ]
 
 
 @pytest.mark.parametrize(
-    ("waits", "max_countdown", "run_in"),
+    ("waits", "limits", "max_countdown", "run_in"),
     [c[1:] for c in WAVE_CASES],
     ids=[c[0] for c in WAVE_CASES],
 )
-def test_plan_waves(waits, max_countdown, run_in):
-    planned = plan_waves(waits, max_countdown)
-
-    assert planned == pytest.approx(run_in)
-    for pk, run in planned.items():  # never before its slot, at most WAVE_SPAN after it
-        assert run is None or 0 <= run - waits[pk] <= 0.05 + 1e-9
+def test_plan_waves(waits, limits, max_countdown, run_in):
+    assert plan_waves(waits, limits, max_countdown) == run_in
 
 
 @pytest.mark.parametrize(
