@@ -29,10 +29,14 @@ def copy_insert(model: type[T], objs: Sequence[T]) -> list[T]:
     meta = model._meta
     pk = meta.pk
     fields = [f for f in meta.concrete_fields if f is not pk]
+    stamped = [
+        f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+    ]
     for obj in objs:
-        for field in fields:
-            if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-                field.pre_save(obj, add=True)
+        for field in stamped:
+            field.pre_save(obj, add=True)
+    # (attname, is JSON) once, not per row: the JSON values are wrapped for psycopg's jsonb.
+    columns_of_row = [(f.attname, isinstance(f, models.JSONField)) for f in fields]
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(
         connection.ops.quote_name(c) for c in [pk.column, *(f.column for f in fields)]
@@ -43,18 +47,15 @@ def copy_insert(model: type[T], objs: Sequence[T]) -> list[T]:
             [meta.db_table, pk.column, len(objs)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
         with (
             connection.wrap_database_errors,
             cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
         ):
             for pk_value, obj in zip(ids, objs, strict=True):
                 row = [pk_value]
-                for field in fields:
-                    value = getattr(obj, field.attname)
-                    if value is not None and field.attname in json_fields:
-                        value = Jsonb(value)
-                    row.append(value)
+                for attname, is_json in columns_of_row:
+                    value = getattr(obj, attname)
+                    row.append(Jsonb(value) if is_json and value is not None else value)
                 copy.write_row(row)
     for pk_value, obj in zip(ids, objs, strict=True):
         obj.pk = pk_value
