@@ -28,34 +28,44 @@ MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 # Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
 # stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
 # TAT <= now, and an event at time t conforms when t >= TAT - (burst - 1) * interval.
-# ARGV: mode ("acquire" | "reserve" | "pause"), max_wait_us (for "pause": the pause), then
-# interval_us and tolerance_us per key.
+# ARGV: mode ("acquire" | "reserve" | "rebook" | "pause"), max_wait_us (for "pause": the pause),
+# booked_ago_us (for "rebook": how long ago the event's earlier slot was), then interval_us and
+# tolerance_us per key. "rebook" is "reserve" for an event that already holds a slot it could
+# not use in time: on every key where that slot is still the last booking (no booking after
+# it: TAT within half an interval of slot + interval) it is given back first, so a late event
+# never waits behind its own earlier booking; on other keys the old slot is simply left unused.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local booked = nil
+if ARGV[1] == 'rebook' then booked = now - tonumber(ARGV[3]) end
 local tats = {}
 local slot = now
 for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 + 2 * i])
   local tat = tonumber(redis.call('GET', key)) or now
+  if booked and tat > booked and tat <= booked + interval + interval / 2 then
+    tat = tat - interval
+  end
   if tat < now then tat = now end
   tats[i] = tat
-  local conforms_at = tat - tonumber(ARGV[2 + 2 * i])
+  local conforms_at = tat - tonumber(ARGV[3 + 2 * i])
   if conforms_at > slot then slot = conforms_at end
 end
 if ARGV[1] == 'pause' then
   local resume = now + tonumber(ARGV[2])
   for i, key in ipairs(KEYS) do
-    local tat = math.max(tats[i], resume + tonumber(ARGV[2 + 2 * i]))
+    local tat = math.max(tats[i], resume + tonumber(ARGV[3 + 2 * i]))
     redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
   end
   return 0
 end
 local delay = slot - now
-if delay > 0 and (ARGV[1] ~= 'reserve' or delay > tonumber(ARGV[2])) then
+if delay > 0 and (ARGV[1] == 'acquire' or delay > tonumber(ARGV[2])) then
   return delay
 end
 for i, key in ipairs(KEYS) do
-  local tat = math.max(tats[i], slot) + tonumber(ARGV[1 + 2 * i])
+  local tat = math.max(tats[i], slot) + tonumber(ARGV[2 + 2 * i])
   redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
 end
 return delay
@@ -92,14 +102,30 @@ class RateLimiter:
         return self._run("reserve", limits, max_wait=max_wait)
 
     def reserve_many(
-        self, requests: Sequence[Sequence[Limit]], *, max_wait: float = 300.0
+        self,
+        requests: Sequence[Sequence[Limit]],
+        *,
+        max_wait: float = 300.0,
+        booked_ago: Sequence[float | None] | None = None,
     ) -> list[float | Exception]:
         """`reserve` for several events in one round trip, booked in order (a batch of sends).
+
+        `booked_ago[i]`, when given and not None, says event i already holds a slot that many
+        seconds in the past which it could not use in time: that slot is given back on every
+        key where nothing was booked after it, so the event does not wait behind itself.
 
         Each element of the result is what `reserve` would have returned for that event, or
         the error Redis answered for that event alone (e.g. a key holding another type): one
         bad key never fails the others. Raises redis.RedisError if Redis is unreachable."""
-        calls = [self._args("reserve", limits, max_wait=max_wait) for limits in requests]
+        ago = list(booked_ago) if booked_ago is not None else [None] * len(requests)
+        if len(ago) != len(requests):
+            raise ValueError("booked_ago must have one entry per request")
+        calls = [
+            self._args("reserve", limits, max_wait=max_wait)
+            if late is None
+            else self._args("rebook", limits, max_wait=max_wait, booked_ago=late)
+            for limits, late in zip(requests, ago, strict=True)
+        ]
         pending = [call for call in calls if call is not None]
         if not pending:
             return [0.0] * len(calls)
@@ -124,7 +150,7 @@ class RateLimiter:
         return int(self._script(keys=keys, args=args)) / 1_000_000
 
     def _args(
-        self, mode: str, limits: Sequence[Limit], *, max_wait: float
+        self, mode: str, limits: Sequence[Limit], *, max_wait: float, booked_ago: float = 0.0
     ) -> tuple[list[str], list[object]] | None:
         """The script's KEYS and ARGV for one call, or None when no limit is active."""
         # `not rate <= 0` keeps NaN: it is clamped like any other bad rate, never "no limit".
@@ -134,7 +160,11 @@ class RateLimiter:
         keys = [self._prefix + limit.key for limit in active]
         if len(set(keys)) != len(keys):
             raise ValueError("each key may appear only once per call")
-        args: list[object] = [mode, round(_bounded(max_wait, 0.0, MAX_WAIT_SECONDS) * 1_000_000)]
+        args: list[object] = [
+            mode,
+            round(_bounded(max_wait, 0.0, MAX_WAIT_SECONDS) * 1_000_000),
+            round(_bounded(booked_ago, 0.0, MAX_WAIT_SECONDS) * 1_000_000),
+        ]
         for limit in active:
             if limit.burst < 1:
                 raise ValueError(f"burst must be >= 1, got {limit.burst}")

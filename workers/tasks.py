@@ -84,7 +84,6 @@ def deliver_messages(message_ids: list[int]) -> dict[str, int]:
             limiter=limiter(),
             metrics=metrics(),
             executor=send_executor(),
-            send_threads=send_threads(),
         )
     except redis.RedisError as exc:
         # The limiter is unreachable: the rows stay queued and the sweeper re-enqueues them.

@@ -41,7 +41,7 @@ def deliver_batch(ctx: Ctx) -> Callable[[], Any]:
     from shared.metrics import Metrics
     from shared.ratelimit import RateLimiter
     from shared.services.messages import message_create_bulk
-    from workers.tasks import send_executor, send_threads
+    from workers.tasks import send_executor
 
     items = [
         {"provider": "telegram", "to": str(c), "body": "q"}
@@ -55,7 +55,6 @@ def deliver_batch(ctx: Ctx) -> Callable[[], Any]:
             limiter=RateLimiter(ctx.redis),
             metrics=Metrics.from_url(ctx.env["REDIS_URL"]),
             executor=send_executor(),
-            send_threads=send_threads(),
         )
         assert all(o.status == "sent" for o in outcomes.values()), outcomes
 

@@ -153,7 +153,7 @@ def query_table(ctx: Ctx, org: Any, r: redis.Redis) -> tuple[list[str], Any]:
     from shared.metrics import Metrics
     from shared.ratelimit import RateLimiter
     from shared.services.messages import message_create, message_create_bulk
-    from workers.tasks import send_executor, send_threads
+    from workers.tasks import send_executor
 
     lines = ["| step | SQL queries | wall ms |", "|---|---:|---:|"]
     for label in ("first delivery in a process", "steady-state delivery"):
@@ -180,7 +180,6 @@ def query_table(ctx: Ctx, org: Any, r: redis.Redis) -> tuple[list[str], Any]:
             limiter=RateLimiter(r),
             metrics=Metrics.from_url(REDIS_URL),
             executor=send_executor(),
-            send_threads=send_threads(),
         )
         wall = (time.perf_counter() - t0) * 1000
     assert all(o.status == "sent" for o in outcomes.values()), outcomes

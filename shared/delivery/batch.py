@@ -10,6 +10,7 @@ from functools import partial
 from typing import NamedTuple
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from shared.delivery.claims import (
     Lease,
@@ -37,7 +38,7 @@ from shared.delivery.scheduling import (
     plan_waves,
     slot_decision,
 )
-from shared.delivery.sending import send_all
+from shared.delivery.sending import Rebook, send_all
 from shared.delivery.types import (
     DeferralScope,
     DeliveryMetrics,
@@ -47,6 +48,7 @@ from shared.delivery.types import (
     SlotLimiter,
 )
 from shared.models import Message, MessageStatus
+from shared.ratelimit import Limit
 from shared.services.outbox import DELIVER_MESSAGES, message_unpublish
 from shared.suppressions import SUPPRESSED, SUPPRESSED_TEXT, suppressed
 
@@ -66,15 +68,14 @@ def message_deliver_batch(
     limiter: SlotLimiter,
     metrics: DeliveryMetrics,
     executor: Executor | None = None,
-    send_threads: int = 1,
 ) -> dict[int, DeliveryOutcome]:
     """Deliver queued messages by id: decrypt, rate-limit, claim, call the provider, record.
 
     Rows are claimed with one conditional update (queued → sending), so two deliveries of the
     same id cannot both call the provider; a call counts as an attempt once it starts (one
-    UPDATE per group of calls starting together). Besides those, the batch costs a fixed number
-    of round trips; the calls run on `executor` when given, else one after another
-    (`send_threads`: how many calls `executor` runs at once). A message told to wait (rate
+    UPDATE per group of calls starting together, after a fresh rate-limit slot for any that
+    start past theirs). Besides those, the batch costs a fixed number of round trips; the calls
+    run on `executor` when given, else one after another. A message told to wait (rate
     limit, 429, backoff) is published again, due at its time; one waiting longer than
     MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper. Returns each outcome.
     Raises redis.RedisError when the limiter is unreachable.
@@ -88,12 +89,13 @@ def message_deliver_batch(
     tokens, undecryptable = decrypt_tokens(ready)
     outcomes.update(hold_for_key(undecryptable, clock.now))
     ready = [m for m in ready if m.integration_id in tokens]
-    slots = _take_slots(ready, clock, limiter, metrics, send_threads)
+    slots = _take_slots(ready, clock, limiter, metrics)
     outcomes.update(slots.outcomes)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
     published = set(outcomes)
-    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor)
+    rebook = partial(_rebook, limiter, slots.limits)
+    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor, rebook)
     outcomes.update(skipped)
     outcomes.update(record_sent(sends, metrics))
     outcomes.update(release_unsent([s for s in sends if s.released], metrics))
@@ -149,10 +151,11 @@ def _unsuppressed(
 
 class _Slots(NamedTuple):
     """The messages whose slot is now, the monotonic time by which each must start (inf: no
-    bound), and the outcomes of the others."""
+    bound), each message's limits, and the outcomes of the others."""
 
     ready: list[Message]
     send_by: dict[int, float]
+    limits: dict[int, list[Limit]]
     outcomes: dict[int, DeliveryOutcome]
 
 
@@ -161,32 +164,39 @@ def _take_slots(
     clock: Clock,
     limiter: SlotLimiter,
     metrics: DeliveryMetrics,
-    send_threads: int,
 ) -> _Slots:
     """Split `messages` by their rate-limit slots (see `slot_decision`): those whose slot is
-    now go on; the others are rescheduled to their slots (`plan_waves`), or retried when their
-    own limit check failed. One limiter round trip books every slot the batch needs. Raises
-    redis.RedisError."""
+    now go on; the others are rescheduled to their slots in waves (`plan_waves`), or retried
+    when their own limit check failed. One limiter round trip books every slot the batch
+    needs. Raises redis.RedisError."""
     limits = {m.pk: message_limits(m, m.integration) for m in messages}
     send_by: dict[int, float] = {}
+    waits: dict[int, float] = {}
     need: list[Message] = []
     for m in messages:
-        booked = slot_decision(limits[m.pk], clock, send_threads, booked_at=m.rate_slot_at)
+        booked = slot_decision(limits[m.pk], clock, booked_at=m.rate_slot_at)
         if booked.verdict is SlotVerdict.BOOK:
             need.append(m)
+        elif booked.verdict is SlotVerdict.WAIT:  # a task run early keeps its booked slot
+            waits[m.pk] = booked.wait
         else:
             send_by[m.pk] = booked.send_by
+    # A row whose booked slot went stale (its task ran late) gives it back where it can.
     answers = limiter.reserve_many(
-        [limits[m.pk] for m in need], max_wait=settings.MAX_COUNTDOWN_SECONDS
+        [limits[m.pk] for m in need],
+        max_wait=settings.MAX_COUNTDOWN_SECONDS,
+        booked_ago=[
+            None if m.rate_slot_at is None else (clock.now - m.rate_slot_at).total_seconds()
+            for m in need
+        ],
     )
     broken = {m.pk: a for m, a in zip(need, answers, strict=True) if isinstance(a, Exception)}
     failed = [m for m in need if m.pk in broken]
     outcomes = limiter_failed(failed, broken, clock.now, metrics)
-    waits: dict[int, float] = {}
     for m, delay in zip(need, answers, strict=True):
         if isinstance(delay, Exception):
             continue
-        decision = slot_decision(limits[m.pk], clock, send_threads, reserved_in=delay)
+        decision = slot_decision(limits[m.pk], clock, reserved_in=delay)
         if decision.verdict is SlotVerdict.WAIT:
             waits[m.pk] = decision.wait
         else:
@@ -194,10 +204,28 @@ def _take_slots(
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
-        run_in = plan_waves(waits, limits, settings.MAX_COUNTDOWN_SECONDS)
+        run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
         outcomes.update(defer_to_slots(waits, run_in, clock.now))
     ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
-    return _Slots(ready, send_by, outcomes)
+    return _Slots(ready, send_by, limits, outcomes)
+
+
+def _rebook(
+    limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float]
+) -> dict[int, float | Exception]:
+    """Fresh slots for sends that start later than their booked slot allows (the start gate;
+    `late`: seconds since each one's slot, given back where nothing was booked after it): the
+    seconds until each, or the error that kept it from being booked."""
+    pks = list(late)
+    try:
+        answers = limiter.reserve_many(
+            [limits[pk] for pk in pks],
+            max_wait=settings.MAX_COUNTDOWN_SECONDS,
+            booked_ago=[late[pk] for pk in pks],
+        )
+    except RedisError as exc:
+        return dict.fromkeys(pks, exc)
+    return dict(zip(pks, answers, strict=True))
 
 
 def _claim_and_send(
@@ -206,6 +234,7 @@ def _claim_and_send(
     clock: Clock,
     send_by: dict[int, float],
     executor: Executor | None,
+    rebook: Rebook,
 ) -> tuple[list[SendRecord], dict[int, DeliveryOutcome]]:
     """Claim `ready` under one lease and call the provider for each row claimed; returns the
     sends and the outcomes of the rows claimed elsewhere."""
@@ -219,4 +248,4 @@ def _claim_and_send(
     deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
     jobs = [m for m in ready if m.pk in claimed]
     mark = partial(mark_started, lease=lease.expires_at)
-    return send_all(jobs, tokens, executor, deadlines, mark), skipped
+    return send_all(jobs, tokens, executor, deadlines, mark, rebook), skipped

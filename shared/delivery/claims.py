@@ -198,11 +198,16 @@ def _update_returning(
 
 
 def defer_to_slots(
-    waits: dict[int, float], run_in: dict[int, float | None], now: datetime
+    waits: dict[int, float],
+    run_in: dict[int, float | None],
+    now: datetime,
+    *,
+    expect: str = MessageStatus.QUEUED,
 ) -> dict[int, DeliveryOutcome]:
-    """Reschedule still-queued messages to their booked slots (`waits`: seconds from `now`) in
-    one update, each run by the task of its wave (`run_in`, see `plan_waves`); a row whose
-    slot was not booked (`run_in` None) waits in the DB for the sweeper."""
+    """Reschedule messages still in status `expect` (queued, or claimed and never started) to
+    their booked slots (`waits`: seconds from `now`) in one update, each run by the task of its
+    wave (`run_in`, see `plan_waves`); a row whose slot was not booked (`run_in` None) waits in
+    the DB for the sweeper."""
     slot = {pk: now + timedelta(seconds=delay) for pk, delay in waits.items()}
     run_at = {
         pk: slot[pk] if run_in[pk] is None else now + timedelta(seconds=run_in[pk]) for pk in waits
@@ -214,7 +219,9 @@ def defer_to_slots(
         # Cast: a CASE of only NULLs (no slot booked) would otherwise be typed as text.
         return Cast(Case(*whens, output_field=DateTimeField()), DateTimeField())
 
-    Message.objects.filter(pk__in=list(waits), status=MessageStatus.QUEUED).update(
+    # A row that moved on meanwhile is left alone; the task published for it finds it not queued.
+    Message.objects.filter(pk__in=list(waits), status=expect).update(
+        status=MessageStatus.QUEUED,
         next_attempt_at=per_row(run_at),
         rate_slot_at=per_row({pk: slot[pk] if pk in booked else None for pk in waits}),
         enqueued_at=per_row({pk: now if pk in booked else None for pk in waits}),

@@ -14,7 +14,8 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from shared.delivery.scheduling import backoff_seconds, message_limits
+from shared.delivery.claims import defer_to_slots
+from shared.delivery.scheduling import backoff_seconds, message_limits, plan_waves
 from shared.delivery.types import (
     AttemptOutcome,
     DeferralScope,
@@ -121,18 +122,31 @@ def release_unsent(
     released = [s for s in released if s.released is not Release.LOST]
     if not released:
         return outcomes
-    logger.warning(
-        "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot (%d) "
-        "and were re-queued unsent: the worker has more claimed work than its send threads "
-        "(DELIVERY_SEND_THREADS) can start in time.",
-        len(released),
-        sum(s.released is Release.LEASE for s in released),
-        sum(s.released is Release.SLOT for s in released),
-    )
+    # Refused at the start gate with a fresh slot booked: deferred to it, in waves, at once.
+    rebooked = {
+        s.message.pk: s.wait
+        for s in released
+        if s.released is Release.SLOT and s.wait is not None and not s.counted
+    }
     late = Counter(s.message.provider for s in released if s.released is Release.SLOT)
     for provider, count in late.items():  # one metrics round trip per provider, not per message
         metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
-    for sent in released:
+    if rebooked:
+        run_in = plan_waves(rebooked, settings.MAX_COUNTDOWN_SECONDS)
+        outcomes.update(
+            defer_to_slots(rebooked, run_in, timezone.now(), expect=MessageStatus.SENDING)
+        )
+    requeued = [s for s in released if s.message.pk not in rebooked]
+    if requeued:
+        logger.warning(
+            "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot "
+            "(%d) and were re-queued unsent: the worker has more claimed work than its send "
+            "threads (DELIVERY_SEND_THREADS) can start in time.",
+            len(requeued),
+            sum(s.released is Release.LEASE for s in requeued),
+            sum(s.released is Release.SLOT for s in requeued),
+        )
+    for sent in requeued:
         undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
         outcomes[sent.message.pk] = requeue(
             sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo

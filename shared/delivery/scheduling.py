@@ -17,17 +17,23 @@ from django.utils import timezone
 
 from shared.models import Integration, Message, Provider
 from shared.providers.registry import spec_for
-from shared.ratelimit import Limit
+from shared.ratelimit import MAX_RATE, Limit
 
 # A task may run this much before its due time (clock skew between hosts) ...
 EARLY_TOLERANCE = timedelta(seconds=0.05)
-# ... and may use its booked rate-limit slot at most this late before booking a new one.
+# ... and a send may start at most this long after its booked rate-limit slot: a later start
+# takes a fresh slot first (at the start gate), so late sends never bunch above the limit.
 SLOT_TOLERANCE = timedelta(seconds=0.1)
-# A slot booked at most this far ahead is used at once ...
+# A slot at most this far ahead counts as now (the round trip to Redis is not a wait).
 SEND_NOW = timedelta(seconds=0.005)
-# ... and deferred messages whose slots are close together run as one wave (one task at the
-# wave's first slot), each at most min(WAVE, a quarter of its limit's spacing) early.
-WAVE = timedelta(seconds=0.1)
+# An account limit's burst: the slots of this window of its rate count as now, so a batch whose
+# slots all fit the window goes out at once. Each limit is still exact over any longer period:
+# GCRA allows at most rate x (T + WINDOW) sends in any T seconds.
+WINDOW = timedelta(seconds=0.1)
+# Deferred messages whose slots lie within WAVE of each other run as one task (a wave), due at
+# the wave's last slot, so no send is ever early and none is more than WAVE late: the rest of
+# SLOT_TOLERANCE is left for the task's own start.
+WAVE = timedelta(seconds=0.075)
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,17 @@ class SlotDecision:
 
 
 def message_limits(message: Message, integration: Integration) -> list[Limit]:
-    """The shared limits a send must fit: per (org, provider), plus per chat for Telegram."""
+    """The shared limits a send must fit: per (org, provider) with a burst of WINDOW's worth of
+    its rate, plus per chat for Telegram (no burst: a chat's limit is the provider's own)."""
     extra = integration.extra if isinstance(integration.extra, dict) else {}
     rate = _configured_rate(extra.get("rate_limit_per_second"), message.provider)
-    limits = [Limit(key=f"{message.provider}:org:{message.organization_id}", rate=rate)]
+    limits = [
+        Limit(
+            key=f"{message.provider}:org:{message.organization_id}",
+            rate=rate,
+            burst=window_burst(rate),
+        )
+    ]
     if message.provider == Provider.TELEGRAM:
         chat = hashlib.sha256(message.to.encode()).hexdigest()[:16]
         chat_rate = (
@@ -98,19 +111,16 @@ def is_due(next_attempt_at: datetime | None, now: datetime) -> bool:
     return not (next_attempt_at and next_attempt_at > now + EARLY_TOLERANCE)
 
 
-def on_time_only(limits: Sequence[Limit], send_threads: int) -> bool:
-    """Whether a send under `limits` must start by its slot (plus SLOT_TOLERANCE): a send may
-    start late only when its account's limit is at least as many sends a second as there are
-    send threads, so every thread starting a late send at once still fits a second's worth."""
-    return any(lim.rate and lim.rate > 0 for lim in limits) and (
-        (limits[0].rate or math.inf) < send_threads
-    )
+def window_burst(rate: float | None) -> int:
+    """How many sends of a limit of `rate`/s may start at once: WINDOW's worth, at least one."""
+    if rate is None or not rate > 0 or not math.isfinite(rate):
+        return 1
+    return max(1, math.floor(min(rate, MAX_RATE) * WINDOW.total_seconds() + 1e-9))
 
 
 def slot_decision(
     limits: Sequence[Limit],
     clock: Clock,
-    send_threads: int,
     *,
     booked_at: datetime | None = None,
     reserved_in: float | None = None,
@@ -118,56 +128,43 @@ def slot_decision(
     """Whether a send under `limits` goes now, given the slot booked on its row (`booked_at`)
     or, once asked, the seconds until the slot the limiter just booked (`reserved_in`).
 
-    A booked slot is used only on time (at most SLOT_TOLERANCE late): a task or a send that
-    runs late books a new one, so late sends cannot burst above the limit together. A slot
-    booked at most SEND_NOW ahead is used at once; a later one waits.
+    A slot at most SEND_NOW ahead is used at once (a limit's burst makes WINDOW's worth of
+    slots "now"); a later one waits. A booked slot is used at most SLOT_TOLERANCE late: past
+    that the row books again. `send_by` bounds when the send may start; a send still waiting
+    for a send thread by then takes a fresh slot at the start gate instead.
     """
     if reserved_in is None:
         if booked_at is None or clock.now - booked_at > SLOT_TOLERANCE:
             return SlotDecision(SlotVerdict.BOOK)
         ahead = (booked_at - clock.now).total_seconds()
-    elif reserved_in > SEND_NOW.total_seconds():
-        return SlotDecision(SlotVerdict.WAIT, wait=reserved_in)
     else:
         ahead = reserved_in
-    if not on_time_only(limits, send_threads):
+    if ahead > SEND_NOW.total_seconds():
+        return SlotDecision(SlotVerdict.WAIT, wait=ahead)
+    if not any(lim.rate is not None and lim.rate > 0 for lim in limits):
         return SlotDecision(SlotVerdict.SEND)
     return SlotDecision(
         SlotVerdict.SEND, send_by=clock.mono + ahead + SLOT_TOLERANCE.total_seconds()
     )
 
 
-def early_allowance(limits: Sequence[Limit]) -> float:
-    """How early (s) a deferred send may use its slot, so that it can share a task (a wave).
-
-    A quarter of the limit's spacing, so a send early by this and another late by
-    SLOT_TOLERANCE still fit limit + 1 in any second; WAVE once the spacing is shorter than
-    WAVE (10/s and up), where the lateness tolerance already allows more. Never early under a
-    per-destination limit (Telegram's chat), whose margin to the provider's limit is smaller.
-    """
-    if len(limits) != 1 or not limits[0].rate or limits[0].rate <= 0:
-        return 0.0
-    spacing = 1.0 / limits[0].rate
-    wave = WAVE.total_seconds()
-    return wave if spacing <= wave else spacing / 4
-
-
-def plan_waves(
-    waits: Mapping[int, float], limits: Mapping[int, Sequence[Limit]], max_countdown: float
-) -> dict[int, float | None]:
+def plan_waves(waits: Mapping[int, float], max_countdown: float) -> dict[int, float | None]:
     """For messages waiting `waits[pk]` seconds for their slots: the seconds until the task that
     sends each runs, or None for a slot beyond `max_countdown` (not booked: it waits in the DB).
 
-    Slots close together form one wave, run by one task at the wave's first slot, so a busy
-    batch costs a task per wave rather than per message: a message joins a wave that starts at
-    most `early_allowance` of its limits before its own slot.
+    Slots within WAVE of the first of a wave form that wave, run by one task at its last slot,
+    so a busy limit costs a task per wave rather than per message, for any number of limits per
+    message: no send starts before its slot, and none more than WAVE after it.
     """
     run_in: dict[int, float | None] = dict.fromkeys(waits)
-    wave = -math.inf
-    for pk, delay in sorted(waits.items(), key=lambda item: item[1]):
-        if delay > max_countdown:
-            continue
-        if delay - wave > early_allowance(limits[pk]):
-            wave = delay
-        run_in[pk] = wave
+    order = sorted((delay, pk) for pk, delay in waits.items() if delay <= max_countdown)
+    wave = WAVE.total_seconds()
+    first = 0
+    while first < len(order):
+        last = first
+        while last + 1 < len(order) and order[last + 1][0] - order[first][0] <= wave + 1e-9:
+            last += 1
+        for _, pk in order[first : last + 1]:
+            run_in[pk] = order[last][0]
+        first = last + 1
     return run_in

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from functools import partial
 
 from django.utils import timezone
 
+from shared.delivery.scheduling import SEND_NOW, SLOT_TOLERANCE
 from shared.delivery.types import Release, SendRecord
 from shared.models import Message, Provider
 from shared.providers.base import Attachment, OutboundMessage, ProviderError
@@ -22,35 +25,60 @@ from shared.services.providers import integration_adapter
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The start gate's answer: start (by `slot_by`, monotonic), or why not; a send refused
+    for its rate-limit slot carries the seconds until the fresh slot booked for it (`wait`,
+    None when none could be booked)."""
+
+    start: bool
+    slot_by: float = math.inf
+    released: Release | None = None
+    wait: float | None = None
+
+
+# Fresh slots for late sends: {pk: seconds since its booked slot} -> {pk: seconds until the
+# fresh slot, or the error that kept it from being booked}.
+Rebook = Callable[[dict[int, float]], dict[int, float | Exception]]
+
+
 class StartGate:
     """Lets a provider call start only once its start is recorded (`mark`), so a crash counts
-    as an interruption only for a call that may have reached the provider.
+    as an interruption only for a call that may have reached the provider, and only while its
+    rate-limit slot holds: a send that reaches the gate more than SLOT_TOLERANCE after its
+    booked slot (it waited for a send thread) takes a fresh slot first (`rebook`), and starts
+    only if that slot is now. Late sends therefore never bunch above a limit.
 
     A send thread asks when it picks its message up; the task thread, which owns the database
-    connection, writes every request waiting at that moment in one UPDATE and then lets them
-    go. Without an executor (`inline`) each send marks its own start.
+    connection, books and writes every request waiting at that moment in one round trip each
+    and then lets them go. Without an executor (`inline`) each send asks for itself.
     """
 
-    def __init__(self, mark: Callable[[list[int]], set[int]], *, inline: bool) -> None:
+    def __init__(
+        self, mark: Callable[[list[int]], set[int]], *, inline: bool, rebook: Rebook | None = None
+    ) -> None:
         self._mark = mark
+        self._rebook = rebook
         self._inline = inline
-        self._requests: queue.SimpleQueue[tuple[int, threading.Event] | None] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[int, float, threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
-        self._allowed: set[int] = set()
+        self._admitted: dict[int, Admission] = {}
         self._closed = False
 
-    def enter(self, pk: int) -> bool:
-        """Send thread: wait until the start of `pk` is recorded; False if it must not start."""
+    def enter(self, pk: int, slot_by: float = math.inf) -> Admission:
+        """Send thread: wait until the start of `pk` is recorded, or refused."""
         if self._inline:
-            return pk in self._mark([pk])
+            return self._admit([(pk, slot_by)])[pk]
         event = threading.Event()
         with self._lock:
             if self._closed:
-                return False
-            self._requests.put((pk, event))
+                return Admission(False, released=Release.LOST)
+            self._requests.put((pk, slot_by, event))
         event.wait()
         with self._lock:
-            return pk in self._allowed
+            return self._admitted.get(pk, Admission(False, released=Release.LOST))
 
     def leave(self) -> None:
         """Send thread: this job is over, sent or not."""
@@ -59,7 +87,7 @@ class StartGate:
 
     def serve(self, jobs: int) -> None:
         """Task thread: record starts, a group at a time, until `jobs` jobs have left."""
-        pending: list[tuple[int, threading.Event]] = []
+        pending: list[tuple[int, float, threading.Event]] = []
         left = 0
         try:
             while left < jobs:
@@ -67,15 +95,39 @@ class StartGate:
                 left += items.count(None)
                 pending = [item for item in items if item is not None]
                 if pending:
-                    self._release(pending, self._mark([pk for pk, _ in pending]))
+                    self._release(pending, self._admit([(pk, by) for pk, by, _ in pending]))
                     pending = []
         finally:
             with self._lock:
                 self._closed = True
             # The task thread is leaving (an error): no waiting send may start any more.
-            self._release([*pending, *(i for i in self._drain() if i is not None)], set())
+            self._release([*pending, *(i for i in self._drain() if i is not None)], {})
 
-    def _drain(self) -> list[tuple[int, threading.Event] | None]:
+    def _admit(self, requests: list[tuple[int, float]]) -> dict[int, Admission]:
+        """Book fresh slots for the late requests, then record the starts of the others."""
+        now = time.monotonic()
+        verdicts: dict[int, Admission] = {}
+        tolerance = SLOT_TOLERANCE.total_seconds()
+        late = {pk: now - (by - tolerance) for pk, by in requests if now > by}
+        if late:
+            answers = self._rebook(late) if self._rebook is not None else {}
+            for pk in late:
+                wait = answers.get(pk)
+                if not isinstance(wait, float) or wait > SEND_NOW.total_seconds():
+                    booked = wait if isinstance(wait, float) else None
+                    verdicts[pk] = Admission(False, released=Release.SLOT, wait=booked)
+        go = {pk: (by if now <= by else now + tolerance) for pk, by in requests}
+        go = {pk: by for pk, by in go.items() if pk not in verdicts}
+        allowed = self._mark(list(go)) if go else set()
+        for pk, by in go.items():
+            verdicts[pk] = (
+                Admission(True, slot_by=by)
+                if pk in allowed
+                else Admission(False, released=Release.LOST)
+            )
+        return verdicts
+
+    def _drain(self) -> list[tuple[int, float, threading.Event] | None]:
         items = []
         while True:
             try:
@@ -83,10 +135,12 @@ class StartGate:
             except queue.Empty:
                 return items
 
-    def _release(self, waiting: list[tuple[int, threading.Event]], allowed: set[int]) -> None:
+    def _release(
+        self, waiting: list[tuple[int, float, threading.Event]], admitted: dict[int, Admission]
+    ) -> None:
         with self._lock:
-            self._allowed |= allowed
-        for _, event in waiting:
+            self._admitted.update(admitted)
+        for _, _, event in waiting:
             event.set()
 
 
@@ -96,13 +150,14 @@ def send_all(
     executor: Executor | None,
     deadlines: dict[int, tuple[float, float]],
     mark: Callable[[list[int]], set[int]],
+    rebook: Rebook | None = None,
 ) -> list[SendRecord]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
     inline = executor is None or len(messages) < 2
-    gate = StartGate(mark, inline=inline)
+    gate = StartGate(mark, inline=inline, rebook=rebook)
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
     # message to another worker while this one may still send it, and only while its rate-limit
-    # slot is fresh when it must not start late (`deadlines`, see scheduling.slot_decision).
+    # slot is fresh, or on a fresh slot booked at the gate (`deadlines`, see StartGate).
     jobs = [
         partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], gate) for m in messages
     ]
@@ -163,15 +218,12 @@ def _send_started(
     message: Message, token: str, lease_by: float, slot_by: float, gate: StartGate
 ) -> SendRecord:
     sent = SendRecord(message=message, number=message.attempts + 1, started=timezone.now())
-    now = time.monotonic()
-    if now > lease_by:
+    if time.monotonic() > lease_by:
         sent.released = Release.LEASE
         return sent
-    if now > slot_by:
-        sent.released = Release.SLOT
-        return sent
-    if not gate.enter(message.pk):
-        sent.released = Release.LOST
+    admission = gate.enter(message.pk, slot_by)
+    if not admission.start:
+        sent.released, sent.wait = admission.released, admission.wait
         return sent
     started = time.monotonic()
     try:
@@ -180,8 +232,9 @@ def _send_started(
         # Recording the start and building the client took time: a slot (or lease) that went
         # stale meanwhile is not used, or late sends would bunch up with the next on-time ones.
         now = time.monotonic()
-        if now > lease_by or now > slot_by:
-            sent.released, sent.counted = (Release.LEASE if now > lease_by else Release.SLOT), True
+        if now > lease_by or now > admission.slot_by:
+            sent.released = Release.LEASE if now > lease_by else Release.SLOT
+            sent.counted = True
             return sent
         sent.started, started = timezone.now(), now
         sent.provider_id = adapter.send(outbound)

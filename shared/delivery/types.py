@@ -25,8 +25,9 @@ class OutcomeStatus(StrEnum):
 
 class Release(StrEnum):
     """Why a claimed message was not sent: it waited for a send thread until its lease ran short
-    (LEASE) or its rate-limit slot was more than SLOT_TOLERANCE past (SLOT), or its start could
-    not be recorded as this claim's (LOST: the row is no longer ours)."""
+    (LEASE), or until its rate-limit slot was more than SLOT_TOLERANCE past and the fresh slot
+    booked at the start gate is later (SLOT), or its start could not be recorded as this
+    claim's (LOST: the row is no longer ours)."""
 
     LEASE = "lease"
     SLOT = "slot"
@@ -95,15 +96,23 @@ class SendRecord:
     # Released after its start was recorded (the wait for the record made it late): the
     # release takes the attempt back, so no call is counted that never went out.
     counted: bool = False
+    # Released at the start gate for a fresh rate-limit slot: the seconds until that slot (it is
+    # booked, and the message is deferred to it), or None when none could be booked.
+    wait: float | None = None
 
 
 class SlotLimiter(Protocol):
     """The shared rate limiter as delivery uses it (`shared.ratelimit.RateLimiter`)."""
 
     def reserve_many(
-        self, requests: Sequence[Sequence[Limit]], *, max_wait: float = ...
+        self,
+        requests: Sequence[Sequence[Limit]],
+        *,
+        max_wait: float = ...,
+        booked_ago: Sequence[float | None] | None = ...,
     ) -> list[float | Exception]:
-        """Book one slot per request in one round trip: seconds until each, or its error."""
+        """Book one slot per request in one round trip: seconds until each, or its error;
+        `booked_ago` gives back a stale earlier slot (see RateLimiter.reserve_many)."""
 
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds`."""

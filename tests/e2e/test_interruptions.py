@@ -41,7 +41,6 @@ with ThreadPoolExecutor(1) as executor:
         limiter=RateLimiter(client, prefix=prefix + "rl:"),
         metrics=Metrics(client, prefix=prefix + "m:"),
         executor=executor,
-        send_threads=1,
     )
 """
 

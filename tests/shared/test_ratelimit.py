@@ -232,3 +232,40 @@ def test_reserve_many_books_nothing_past_max_wait(limiter):
 def test_reserve_many_refuses_a_key_twice_in_one_event(limiter):
     with pytest.raises(ValueError, match="once"):
         limiter.reserve_many([[Limit("x", rate=1.0)], [Limit("x", 1.0), Limit("x", 2.0)]])
+
+
+def test_a_late_event_whose_slot_is_still_the_last_booking_gets_it_back(limiter):
+    # A chat at 1/s: the event booked the chat's slot, then could not use it in time. Without
+    # giving it back it would wait a whole second behind its own booking.
+    chat = Limit("telegram:chat:7", rate=1.0)
+    assert limiter.reserve_many([[chat]]) == [0.0]
+
+    (delay,) = limiter.reserve_many([[chat]], booked_ago=[0.0])
+
+    assert delay == pytest.approx(0.0, abs=0.005)
+    assert limiter.reserve([chat]) == pytest.approx(1.0, abs=0.02), "booked once, not twice"
+
+
+def test_a_late_event_never_takes_back_a_slot_booked_after_it(limiter):
+    account = Limit("whatsapp:org:7", rate=1.0)
+    assert limiter.reserve_many([[account], [account]]) == pytest.approx([0.0, 1.0], abs=0.02)
+
+    (delay,) = limiter.reserve_many([[account]], booked_ago=[0.0])  # the first event, late
+
+    assert delay == pytest.approx(2.0, abs=0.02)  # behind the slot booked after its own
+
+
+def test_a_late_event_gives_back_only_the_keys_where_it_was_last(limiter):
+    # Telegram: the bot's slot was followed by other chats' sends, the chat's was not.
+    bot, chat = Limit("telegram:org:8", rate=2.0), Limit("telegram:chat:8:a", rate=0.5)
+    other = Limit("telegram:chat:8:b", rate=0.5)
+    assert limiter.reserve_many([[bot, chat], [bot, other]]) == pytest.approx([0.0, 0.5], abs=0.02)
+
+    (delay,) = limiter.reserve_many([[bot, chat]], booked_ago=[0.0])
+
+    assert delay == pytest.approx(1.0, abs=0.02)  # the bot's next slot; not the chat's 2 s
+
+
+def test_booked_ago_needs_one_entry_per_request(limiter):
+    with pytest.raises(ValueError, match="one entry per request"):
+        limiter.reserve_many([[Limit("k", rate=1.0)]], booked_ago=[])

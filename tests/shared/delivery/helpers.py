@@ -41,5 +41,4 @@ def deliver_batch(ids, tools, threads=4):
             limiter=limiter,
             metrics=metrics,
             executor=executor,
-            send_threads=threads,
         )

@@ -281,8 +281,9 @@ def published(client) -> list[tuple[list[int], str]]:
 def test_deferred_messages_with_close_slots_are_published_as_one_task_per_wave(
     org, tools, sandbox, sandbox_client, broker_queue, settings
 ):
-    # Instagram at 20 msg/s: slots 50 ms apart. The slot that is now is used; the others go out
-    # in waves of slots less than WAVE (0.1 s) apart, one task each, due at the wave's first slot.
+    # Instagram at 20 msg/s: slots 50 ms apart, a burst of 2 (0.1 s of the rate). The slots that
+    # are now are used; the others go out in waves spanning at most WAVE (75 ms), one task each,
+    # due at the wave's last slot: no send before its slot.
     settings.GRAPH_API_BASE = sandbox.url + "/v23.0"
     ig_id = "17841400000005601"
     token = "IGAAwaveTestToken" + "x" * 30
@@ -310,8 +311,8 @@ def test_deferred_messages_with_close_slots_are_published_as_one_task_per_wave(
 
     sent = [pk for pk in ids if outcomes[pk].status == "sent"]
     deferred = [pk for pk in ids if outcomes[pk].status == "deferred"]
-    assert len(sent) == 1 and len(deferred) == 9
-    assert len(sandbox_client.requests("instagram")) == 1
+    assert len(sent) == 2 and len(deferred) == 8
+    assert len(sandbox_client.requests("instagram")) == 2
     tasks = published(broker_queue)
     assert sorted(pk for task_ids, _ in tasks for pk in task_ids) == sorted(deferred)
     assert len(tasks) < len(deferred)  # waves, not one task per message
@@ -322,24 +323,33 @@ def test_deferred_messages_with_close_slots_are_published_as_one_task_per_wave(
             row = rows[pk]
             assert row.status == MessageStatus.QUEUED
             assert row.next_attempt_at == due
-            assert timedelta(0) <= row.rate_slot_at - due <= scheduling.WAVE
+            assert timedelta(0) <= due - row.rate_slot_at <= scheduling.WAVE
     slots = sorted(row.rate_slot_at for row in rows.values())
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
     assert gaps == pytest.approx([0.05] * len(gaps), abs=0.01)  # booked at the limit's spacing
 
 
-def test_telegram_is_never_sent_early_its_chat_limit_has_no_margin(
+def test_telegram_messages_bot_and_chat_limits_defer_in_waves_never_before_their_slots(
     org, tools, sandbox_client, broker_queue
 ):
+    # Bot at 20 msg/s (a burst of 2), one chat per message: the first two go at once, the
+    # other three (slots 50 ms apart) run as two waves, each due at its last slot.
     Integration.objects.filter(organization=org, provider="telegram").update(
         extra={"rate_limit_per_second": 20}
     )
     ids = [queued(org, to=str(5650 + i)).pk for i in range(5)]
 
-    deliver_batch(ids, tools, 4)
+    outcomes = deliver_batch(ids, tools, 4)
 
+    assert [outcomes[pk].status for pk in ids] == ["sent"] * 2 + ["deferred"] * 3
     tasks = published(broker_queue)
-    assert sorted(task_ids for task_ids, _ in tasks) == [[pk] for pk in ids[1:]]
+    assert sorted(task_ids for task_ids, _ in tasks) == [ids[2:4], ids[4:]]
+    rows = Message.objects.in_bulk(ids[2:])
+    for task_ids, eta in tasks:
+        for pk in task_ids:
+            due = datetime.fromisoformat(eta)
+            assert rows[pk].next_attempt_at == due
+            assert timedelta(0) <= due - rows[pk].rate_slot_at <= scheduling.WAVE
 
 
 def test_a_slow_limit_is_never_sent_early_each_slot_is_its_own_task(
@@ -364,20 +374,26 @@ def test_a_slow_limit_is_never_sent_early_each_slot_is_its_own_task(
 @pytest.mark.parametrize(
     ("rate", "second"),
     [(0.5, "deferred"), (1000, "sent")],
-    ids=["slow-limit-released", "fast-limit-sent"],
+    ids=["binding-limit-deferred-to-a-fresh-slot", "non-binding-limit-sent"],
 )
-def test_a_send_that_waits_past_its_slot_goes_only_under_a_limit_above_the_send_threads(
+def test_a_send_that_waits_past_its_slot_takes_a_fresh_slot_and_goes_only_if_it_is_now(
     org, tools, sandbox_client, rate, second
 ):
-    # Two messages with fresh booked slots on one send thread; the provider takes 300 ms, so
-    # the second call starts 0.3 s after its slot, past SLOT_TOLERANCE (0.1 s). Under a limit
-    # below one send a second per send thread it books a new slot instead of sending late.
+    # Two messages with booked slots (now) on one send thread; the provider takes 300 ms, so
+    # the second call reaches the start gate 0.3 s after its slot, past SLOT_TOLERANCE (0.1 s).
+    # It books a fresh slot there: under a limit another sender booked right after its slot
+    # (0.5/s: the next free slot is 4 s away) it is deferred to that slot unsent; under a limit
+    # with room it goes.
     Integration.objects.filter(organization=org, provider="telegram").update(
         extra={"rate_limit_per_second": rate}
     )
     sandbox_client.fault("telegram", mode="latency", latency_ms=300, count=2)
     now = timezone.now()
     first, late = (queued(org, to=str(5800 + i), rate_slot_at=now) for i in range(2))
+    limiter = tools[0]
+    account = message_limits(late, late.integration)[:1]
+    booked = limiter.reserve_many([account, account])  # its own slot, then another sender's
+    assert booked == [0.0, pytest.approx(1 / rate, abs=0.02)]
 
     outcomes = deliver_batch([first.pk, late.pk], tools, 1)
 
@@ -386,7 +402,11 @@ def test_a_send_that_waits_past_its_slot_goes_only_under_a_limit_above_the_send_
     late.refresh_from_db()
     if second == "deferred":
         assert late.status == MessageStatus.QUEUED and late.attempts == 0
-        assert late.rate_slot_at is None and not late.attempt_set.exists()
+        assert not late.attempt_set.exists()
+        slot = (late.rate_slot_at - now).total_seconds()
+        assert 3.5 < slot < 4.5  # the fresh slot, booked at the gate behind the other's
+        assert late.next_attempt_at == late.rate_slot_at
+        assert outcomes[late.pk].due_at == late.next_attempt_at
         assert [r["body"]["chat_id"] for r in sends(sandbox_client)] == ["5800"]
     else:
         assert late.status == MessageStatus.SENT
