@@ -10,6 +10,7 @@ from functools import partial
 from typing import NamedTuple
 
 from django.conf import settings
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from shared.delivery.claims import (
@@ -25,12 +26,12 @@ from shared.delivery.claims import (
 from shared.delivery.follow_ups import publish_follow_ups
 from shared.delivery.recording import (
     fail_unclaimed,
-    limiter_failed,
     record_error,
     record_sent,
     release_unsent,
 )
 from shared.delivery.scheduling import (
+    SLOT_TOLERANCE,
     Clock,
     SlotVerdict,
     is_due,
@@ -38,7 +39,13 @@ from shared.delivery.scheduling import (
     plan_waves,
     slot_decision,
 )
-from shared.delivery.sending import Rebook, send_all
+from shared.delivery.sending import (
+    BOOK_AT_START,
+    Defer,
+    LimiterUnavailable,
+    Rebook,
+    send_all,
+)
 from shared.delivery.types import (
     DeferralScope,
     DeliveryMetrics,
@@ -77,8 +84,9 @@ def message_deliver_batch(
     start past theirs). Besides those, the batch costs a fixed number of round trips; the calls
     run on `executor` when given, else one after another. A message told to wait (rate
     limit, 429, backoff) is published again, due at its time; one waiting longer than
-    MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper. Returns each outcome.
-    Raises redis.RedisError when the limiter is unreachable.
+    MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper; one whose limit the
+    limiter could not check waits a backoff step. Returns each outcome. Raises
+    redis.RedisError when the metrics store is unreachable.
     """
     ids = list(dict.fromkeys(int(pk) for pk in message_ids))
     rows = Message.objects.select_related("integration").in_bulk(ids)
@@ -89,13 +97,19 @@ def message_deliver_batch(
     tokens, undecryptable = decrypt_tokens(ready)
     outcomes.update(hold_for_key(undecryptable, clock.now))
     ready = [m for m in ready if m.integration_id in tokens]
-    slots = _take_slots(ready, clock, limiter, metrics)
+    slots = _take_slots(ready, clock, metrics)
     outcomes.update(slots.outcomes)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
     published = set(outcomes)
     rebook = partial(_rebook, limiter, slots.limits)
-    sends, skipped = _claim_and_send(slots.ready, tokens, clock, slots.send_by, executor, rebook)
+    deferred: dict[int, DeliveryOutcome] = {}
+    defer = partial(_defer_at_gate, {m.pk: m.provider for m in slots.ready}, metrics, deferred)
+    sends, skipped = _claim_and_send(
+        slots.ready, tokens, clock, slots.send_by, executor, rebook, defer
+    )
+    outcomes.update(deferred)
+    published.update(deferred)
     outcomes.update(skipped)
     outcomes.update(record_sent(sends, metrics))
     outcomes.update(release_unsent([s for s in sends if s.released], metrics))
@@ -159,62 +173,39 @@ class _Slots(NamedTuple):
     outcomes: dict[int, DeliveryOutcome]
 
 
-def _take_slots(
-    messages: list[Message],
-    clock: Clock,
-    limiter: SlotLimiter,
-    metrics: DeliveryMetrics,
-) -> _Slots:
-    """Split `messages` by their rate-limit slots (see `slot_decision`): those whose slot is
-    now go on; the others are rescheduled to their slots in waves (`plan_waves`), or retried
-    when their own limit check failed. One limiter round trip books every slot the batch
-    needs. Raises redis.RedisError."""
+def _take_slots(messages: list[Message], clock: Clock, metrics: DeliveryMetrics) -> _Slots:
+    """Split `messages` by the slots booked on their rows (see `slot_decision`): a fresh one is
+    used; one still ahead (the task ran early) is waited for; every other message books its
+    slot at the start gate, when a send thread is about to call the provider (`_rebook`)."""
     limits = {m.pk: message_limits(m, m.integration) for m in messages}
     send_by: dict[int, float] = {}
     waits: dict[int, float] = {}
-    need: list[Message] = []
     for m in messages:
         booked = slot_decision(limits[m.pk], clock, booked_at=m.rate_slot_at)
-        if booked.verdict is SlotVerdict.BOOK:
-            need.append(m)
-        elif booked.verdict is SlotVerdict.WAIT:  # a task run early keeps its booked slot
+        if booked.verdict is SlotVerdict.WAIT:  # a task run early keeps its booked slot
             waits[m.pk] = booked.wait
-        else:
+        elif booked.verdict is SlotVerdict.SEND:
             send_by[m.pk] = booked.send_by
-    # A row whose booked slot went stale (its task ran late) gives it back where it can.
-    answers = limiter.reserve_many(
-        [limits[m.pk] for m in need],
-        max_wait=settings.MAX_COUNTDOWN_SECONDS,
-        booked_ago=[
-            None if m.rate_slot_at is None else (clock.now - m.rate_slot_at).total_seconds()
-            for m in need
-        ],
-    )
-    broken = {m.pk: a for m, a in zip(need, answers, strict=True) if isinstance(a, Exception)}
-    failed = [m for m in need if m.pk in broken]
-    outcomes = limiter_failed(failed, broken, clock.now, metrics)
-    for m, delay in zip(need, answers, strict=True):
-        if isinstance(delay, Exception):
-            continue
-        decision = slot_decision(limits[m.pk], clock, reserved_in=delay)
-        if decision.verdict is SlotVerdict.WAIT:
-            waits[m.pk] = decision.wait
-        else:
-            send_by[m.pk] = decision.send_by
+        elif m.rate_slot_at is None:
+            send_by[m.pk] = BOOK_AT_START
+        else:  # a stale slot (the task ran late): already past, so the gate books again
+            stale = (clock.now - m.rate_slot_at).total_seconds()
+            send_by[m.pk] = clock.mono - stale + SLOT_TOLERANCE.total_seconds()
+    outcomes: dict[int, DeliveryOutcome] = {}
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
         run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
         outcomes.update(defer_to_slots(waits, run_in, clock.now))
-    ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
+    ready = [m for m in messages if m.pk not in waits]
     return _Slots(ready, send_by, limits, outcomes)
 
 
 def _rebook(
-    limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float]
+    limiter: SlotLimiter, limits: dict[int, list[Limit]], late: dict[int, float | None]
 ) -> dict[int, float | Exception]:
-    """Fresh slots for sends that start later than their booked slot allows (the start gate;
-    `late`: seconds since each one's slot, given back where nothing was booked after it): the
+    """Slots for the sends starting now without a fresh one (the start gate; `late`: seconds
+    since each one's stale slot, given back where nothing was booked after it, or None): the
     seconds until each, or the error that kept it from being booked."""
     pks = list(late)
     try:
@@ -224,8 +215,25 @@ def _rebook(
             booked_ago=[late[pk] for pk in pks],
         )
     except RedisError as exc:
-        return dict.fromkeys(pks, exc)
+        return dict.fromkeys(pks, LimiterUnavailable(type(exc).__name__))
     return dict(zip(pks, answers, strict=True))
+
+
+def _defer_at_gate(
+    providers: dict[int, str],
+    metrics: DeliveryMetrics,
+    outcomes: dict[int, DeliveryOutcome],
+    waits: dict[int, float],
+) -> None:
+    """Task thread, at the start gate: defer claimed messages whose slot, just booked, is later
+    (`waits`: seconds until each) to it in waves, and publish their tasks at once."""
+    for provider, count in Counter(providers[pk] for pk in waits).items():
+        metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
+    run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
+    now = timezone.now()
+    later = defer_to_slots(waits, run_in, now, expect=MessageStatus.SENDING)
+    publish_follow_ups(DELIVER_MESSAGES, later, on_failure=message_unpublish)
+    outcomes.update(later)
 
 
 def _claim_and_send(
@@ -235,6 +243,7 @@ def _claim_and_send(
     send_by: dict[int, float],
     executor: Executor | None,
     rebook: Rebook,
+    defer: Defer,
 ) -> tuple[list[SendRecord], dict[int, DeliveryOutcome]]:
     """Claim `ready` under one lease and call the provider for each row claimed; returns the
     sends and the outcomes of the rows claimed elsewhere."""
@@ -248,4 +257,4 @@ def _claim_and_send(
     deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
     jobs = [m for m in ready if m.pk in claimed]
     mark = partial(mark_started, lease=lease.expires_at)
-    return send_all(jobs, tokens, executor, deadlines, mark, rebook), skipped
+    return send_all(jobs, tokens, executor, deadlines, mark, rebook, defer), skipped

@@ -14,8 +14,7 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from shared.delivery.claims import defer_to_slots
-from shared.delivery.scheduling import backoff_seconds, message_limits, plan_waves
+from shared.delivery.scheduling import backoff_seconds, message_limits
 from shared.delivery.types import (
     AttemptOutcome,
     DeferralScope,
@@ -122,21 +121,39 @@ def release_unsent(
     released = [s for s in released if s.released is not Release.LOST]
     if not released:
         return outcomes
-    # Refused at the start gate with a fresh slot booked: deferred to it, in waves, at once.
-    rebooked = {
-        s.message.pk: s.wait
-        for s in released
-        if s.released is Release.SLOT and s.wait is not None and not s.counted
-    }
-    late = Counter(s.message.provider for s in released if s.released is Release.SLOT)
+    # The limiter did not answer at the start gate: a broken key counts as a retry of that
+    # message; Redis unreachable does not (the message waits a backoff step and tries again).
+    broken = [s for s in released if s.released is Release.LIMITER]
+    if broken:
+        now = timezone.now()
+        errors = {s.message.pk: s.limiter_error or RuntimeError("limiter") for s in broken}
+        outcomes.update(
+            limiter_failed(
+                [s.message for s in broken if not s.outage],
+                errors,
+                now,
+                metrics,
+                expect=MessageStatus.SENDING,
+            )
+        )
+        for sent in (s for s in broken if s.outage):
+            outcomes[sent.message.pk] = requeue(
+                sent.message.pk,
+                settings.DELIVERY_BACKOFF_BASE_SECONDS,
+                now,
+                expect=MessageStatus.SENDING,
+            )
+        if any(s.outage for s in broken):
+            logger.warning(
+                "The rate limiter (Redis) did not answer: %d message(s) wait %.0f s unsent.",
+                sum(s.outage for s in broken),
+                settings.DELIVERY_BACKOFF_BASE_SECONDS,
+            )
+        released = [s for s in released if s.released is not Release.LIMITER]
+    requeued = [s for s in released if not s.deferred]  # the gate deferred these already
+    late = Counter(s.message.provider for s in requeued if s.released is Release.SLOT)
     for provider, count in late.items():  # one metrics round trip per provider, not per message
         metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
-    if rebooked:
-        run_in = plan_waves(rebooked, settings.MAX_COUNTDOWN_SECONDS)
-        outcomes.update(
-            defer_to_slots(rebooked, run_in, timezone.now(), expect=MessageStatus.SENDING)
-        )
-    requeued = [s for s in released if s.message.pk not in rebooked]
     if requeued:
         logger.warning(
             "%d message(s) waited for a send thread past their lease (%d) or rate-limit slot "
@@ -241,16 +258,27 @@ def _record_failure(
 
 
 def fail_unclaimed(
-    message: Message, now: datetime, text: str, kind: str, code: str = ""
+    message: Message,
+    now: datetime,
+    text: str,
+    kind: str,
+    code: str = "",
+    *,
+    expect: str = MessageStatus.QUEUED,
 ) -> DeliveryOutcome:
-    """Fail a still-queued message that cannot be sent at all, audited once."""
+    """Fail a message still in status `expect` (queued, or claimed and never started) that
+    cannot be sent at all, audited once."""
     details = {"last_error": text[:500], "error_kind": kind, "error_code": code}
     with transaction.atomic():
-        updated = Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
-            status=MessageStatus.FAILED, failed_at=now, updated_at=now, **details
+        updated = Message.objects.filter(pk=message.pk, status=expect).update(
+            status=MessageStatus.FAILED,
+            failed_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            **details,
         )
         if updated:
-            _announce_failed(message, MessageStatus.QUEUED, now, details)
+            _announce_failed(message, expect, now, details)
     if updated:
         error = ProviderError(text, kind=kind, provider=message.provider, code=code or None)
         audit_failed(message, error)
@@ -258,7 +286,12 @@ def fail_unclaimed(
 
 
 def limiter_failed(
-    messages: list[Message], errors: dict[int, Exception], now: datetime, metrics: DeliveryMetrics
+    messages: list[Message],
+    errors: dict[int, Exception],
+    now: datetime,
+    metrics: DeliveryMetrics,
+    *,
+    expect: str = MessageStatus.QUEUED,
 ) -> dict[int, DeliveryOutcome]:
     """Messages whose own rate-limit check failed (only theirs: the rest of the batch goes on)
     are retried with backoff like a transient error, then failed, each showing why."""
@@ -273,14 +306,16 @@ def limiter_failed(
         )
         text = f"The rate limiter could not check this integration's limit ({type(error).__name__})"
         if message.retries + 1 >= settings.DELIVERY_MAX_RETRIES:
-            outcomes[message.pk] = fail_unclaimed(message, now, text, "transient", "rate_limiter")
+            outcomes[message.pk] = fail_unclaimed(
+                message, now, text, "transient", "rate_limiter", expect=expect
+            )
             continue
         metrics.retry_scheduled(message.provider, RetryReason.RATE_LIMITER)
         outcomes[message.pk] = requeue(
             message.pk,
             backoff_seconds(message.retries + 1),
             now,
-            expect=MessageStatus.QUEUED,
+            expect=expect,
             retries=F("retries") + 1,
             last_error=text + "; retrying.",
             error_kind="transient",

@@ -126,13 +126,16 @@ def slot_decision(
     reserved_in: float | None = None,
 ) -> SlotDecision:
     """Whether a send under `limits` goes now, given the slot booked on its row (`booked_at`)
-    or, once asked, the seconds until the slot the limiter just booked (`reserved_in`).
+    or, once asked, the seconds until the slot the limiter just booked (`reserved_in`). BOOK:
+    the send books its slot when it starts (at the start gate), not before.
 
     A slot at most SEND_NOW ahead is used at once (a limit's burst makes WINDOW's worth of
     slots "now"); a later one waits. A booked slot is used at most SLOT_TOLERANCE late: past
     that the row books again. `send_by` bounds when the send may start; a send still waiting
     for a send thread by then takes a fresh slot at the start gate instead.
     """
+    if not any(lim.rate is not None and lim.rate > 0 for lim in limits):
+        return SlotDecision(SlotVerdict.SEND)  # no limit: nothing to book, no bound
     if reserved_in is None:
         if booked_at is None or clock.now - booked_at > SLOT_TOLERANCE:
             return SlotDecision(SlotVerdict.BOOK)
@@ -141,8 +144,6 @@ def slot_decision(
         ahead = reserved_in
     if ahead > SEND_NOW.total_seconds():
         return SlotDecision(SlotVerdict.WAIT, wait=ahead)
-    if not any(lim.rate is not None and lim.rate > 0 for lim in limits):
-        return SlotDecision(SlotVerdict.SEND)
     return SlotDecision(
         SlotVerdict.SEND, send_by=clock.mono + ahead + SLOT_TOLERANCE.total_seconds()
     )

@@ -27,38 +27,59 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Admission:
-    """The start gate's answer: start (by `slot_by`, monotonic), or why not; a send refused
-    for its rate-limit slot carries the seconds until the fresh slot booked for it (`wait`,
-    None when none could be booked)."""
+    """The start gate's answer: start (by `slot_by`, monotonic), or why not. A send refused
+    for its rate-limit slot carries the seconds until the slot booked for it (`wait`); one whose
+    limit could not be checked carries the error (`outage`: Redis did not answer at all)."""
 
     start: bool
     slot_by: float = math.inf
     released: Release | None = None
     wait: float | None = None
+    error: Exception | None = None
+    outage: bool = False
+    deferred: bool = False  # SLOT: already deferred to that slot by the gate's `defer`
 
 
-# Fresh slots for late sends: {pk: seconds since its booked slot} -> {pk: seconds until the
-# fresh slot, or the error that kept it from being booked}.
-Rebook = Callable[[dict[int, float]], dict[int, float | Exception]]
+# A send that has no slot yet and books it at the start gate (`slot_by` for StartGate.enter).
+BOOK_AT_START = -math.inf
+
+
+class LimiterUnavailable(Exception):
+    """Redis did not answer the start gate's booking at all (not one key's error)."""
+
+
+# Slots at the start gate: {pk: seconds since its stale booked slot, or None if it has none} ->
+# {pk: seconds until the slot booked for it, or the error that kept it from being booked}.
+Rebook = Callable[[dict[int, float | None]], dict[int, float | Exception]]
+# Defers claimed messages to the slots booked for them at the gate: {pk: seconds until it}.
+Defer = Callable[[dict[int, float]], None]
 
 
 class StartGate:
     """Lets a provider call start only once its start is recorded (`mark`), so a crash counts
-    as an interruption only for a call that may have reached the provider, and only while its
-    rate-limit slot holds: a send that reaches the gate more than SLOT_TOLERANCE after its
-    booked slot (it waited for a send thread) takes a fresh slot first (`rebook`), and starts
-    only if that slot is now. Late sends therefore never bunch above a limit.
+    as an interruption only for a call that may have reached the provider, and only once its
+    rate-limit slot is now: a send books its slot here, when a send thread is about to make the
+    call (`rebook`), not when its batch starts, so slots follow the sends the threads can
+    really make. A send whose row holds a booked slot uses it up to SLOT_TOLERANCE late; past
+    that it books again, giving the stale slot back where nothing was booked after it.
 
     A send thread asks when it picks its message up; the task thread, which owns the database
     connection, books and writes every request waiting at that moment in one round trip each
-    and then lets them go. Without an executor (`inline`) each send asks for itself.
+    and then lets them go; sends whose slot is later are deferred to it right away (`defer`).
+    Without an executor (`inline`) each send asks for itself.
     """
 
     def __init__(
-        self, mark: Callable[[list[int]], set[int]], *, inline: bool, rebook: Rebook | None = None
+        self,
+        mark: Callable[[list[int]], set[int]],
+        *,
+        inline: bool,
+        rebook: Rebook | None = None,
+        defer: Defer | None = None,
     ) -> None:
         self._mark = mark
         self._rebook = rebook
+        self._defer = defer
         self._inline = inline
         self._requests: queue.SimpleQueue[tuple[int, float, threading.Event] | None] = (
             queue.SimpleQueue()
@@ -104,18 +125,32 @@ class StartGate:
             self._release([*pending, *(i for i in self._drain() if i is not None)], {})
 
     def _admit(self, requests: list[tuple[int, float]]) -> dict[int, Admission]:
-        """Book fresh slots for the late requests, then record the starts of the others."""
+        """Book slots for the requests without a fresh one, then record the starts of those
+        whose slot is now."""
         now = time.monotonic()
-        verdicts: dict[int, Admission] = {}
         tolerance = SLOT_TOLERANCE.total_seconds()
-        late = {pk: now - (by - tolerance) for pk, by in requests if now > by}
+        verdicts: dict[int, Admission] = {}
+        late = {
+            pk: None if by == BOOK_AT_START else now - (by - tolerance)
+            for pk, by in requests
+            if now > by
+        }
         if late:
             answers = self._rebook(late) if self._rebook is not None else {}
             for pk in late:
-                wait = answers.get(pk)
-                if not isinstance(wait, float) or wait > SEND_NOW.total_seconds():
-                    booked = wait if isinstance(wait, float) else None
-                    verdicts[pk] = Admission(False, released=Release.SLOT, wait=booked)
+                wait = answers.get(pk, 0.0)
+                if isinstance(wait, Exception):
+                    outage = isinstance(wait, LimiterUnavailable)
+                    verdicts[pk] = Admission(
+                        False, released=Release.LIMITER, error=wait, outage=outage
+                    )
+                elif wait > SEND_NOW.total_seconds():
+                    verdicts[pk] = Admission(
+                        False, released=Release.SLOT, wait=wait, deferred=self._defer is not None
+                    )
+            waits = {pk: v.wait for pk, v in verdicts.items() if v.deferred and v.wait is not None}
+            if waits and self._defer is not None:
+                self._defer(waits)  # at once: a slot 20 ms away must not wait for the batch
         go = {pk: (by if now <= by else now + tolerance) for pk, by in requests}
         go = {pk: by for pk, by in go.items() if pk not in verdicts}
         allowed = self._mark(list(go)) if go else set()
@@ -151,13 +186,15 @@ def send_all(
     deadlines: dict[int, tuple[float, float]],
     mark: Callable[[list[int]], set[int]],
     rebook: Rebook | None = None,
+    defer: Defer | None = None,
 ) -> list[SendRecord]:
     """Call the provider for every claimed message, concurrently on `executor` when given."""
     inline = executor is None or len(messages) < 2
-    gate = StartGate(mark, inline=inline, rebook=rebook)
+    gate = StartGate(mark, inline=inline, rebook=rebook, defer=defer)
     # A call starts only while a whole call still fits the lease, so the sweeper never hands a
-    # message to another worker while this one may still send it, and only while its rate-limit
-    # slot is fresh, or on a fresh slot booked at the gate (`deadlines`, see StartGate).
+    # message to another worker while this one may still send it, and only on a rate-limit slot
+    # that is now: booked on its row and still fresh, or booked at the gate (`deadlines`, see
+    # StartGate; BOOK_AT_START for a message with no slot yet).
     jobs = [
         partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], gate) for m in messages
     ]
@@ -224,6 +261,8 @@ def _send_started(
     admission = gate.enter(message.pk, slot_by)
     if not admission.start:
         sent.released, sent.wait = admission.released, admission.wait
+        sent.limiter_error, sent.outage = admission.error, admission.outage
+        sent.deferred = admission.deferred
         return sent
     started = time.monotonic()
     try:

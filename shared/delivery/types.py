@@ -25,12 +25,13 @@ class OutcomeStatus(StrEnum):
 
 class Release(StrEnum):
     """Why a claimed message was not sent: it waited for a send thread until its lease ran short
-    (LEASE), or until its rate-limit slot was more than SLOT_TOLERANCE past and the fresh slot
-    booked at the start gate is later (SLOT), or its start could not be recorded as this
-    claim's (LOST: the row is no longer ours)."""
+    (LEASE); its rate-limit slot, booked at the start gate, is later (SLOT); its limit could not
+    be checked (LIMITER); or its start could not be recorded as this claim's (LOST: the row is
+    no longer ours)."""
 
     LEASE = "lease"
     SLOT = "slot"
+    LIMITER = "limiter"
     LOST = "lost"
 
 
@@ -96,9 +97,14 @@ class SendRecord:
     # Released after its start was recorded (the wait for the record made it late): the
     # release takes the attempt back, so no call is counted that never went out.
     counted: bool = False
-    # Released at the start gate for a fresh rate-limit slot: the seconds until that slot (it is
-    # booked, and the message is deferred to it), or None when none could be booked.
+    # Released at the start gate for its rate-limit slot: the seconds until that slot (it is
+    # booked, and the message is deferred to it), or None when none could be booked ...
     wait: float | None = None
+    # ... and, for LIMITER, the error (a broken key, or Redis unreachable: `outage`).
+    limiter_error: Exception | None = None
+    outage: bool = False
+    # SLOT: the start gate already deferred it to its slot (and published its task).
+    deferred: bool = False
 
 
 class SlotLimiter(Protocol):

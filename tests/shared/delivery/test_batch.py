@@ -411,3 +411,33 @@ def test_a_send_that_waits_past_its_slot_takes_a_fresh_slot_and_goes_only_if_it_
     else:
         assert late.status == MessageStatus.SENT
         assert len(sends(sandbox_client)) == 2
+
+
+def test_a_limiter_that_does_not_answer_holds_the_batch_unsent_for_a_backoff_step(
+    org, tools, sandbox_client, settings
+):
+    # Redis (the limiter) is unreachable when the sends start: nothing goes out, no attempt or
+    # retry is counted, and the messages wait one backoff step before trying again.
+    import redis
+
+    from shared.ratelimit import RateLimiter
+
+    down = RateLimiter(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
+    messages = [queued(org, to=str(5900 + i)) for i in range(3)]
+    before = timezone.now()
+
+    outcomes = deliver_batch([m.pk for m in messages], (down, tools[1]), 4)
+
+    assert {o.status for o in outcomes.values()} == {"deferred"}
+    assert sends(sandbox_client) == []
+    for message in messages:
+        message.refresh_from_db()
+        assert message.status == MessageStatus.QUEUED
+        assert message.attempts == 0 and message.retries == 0
+        assert not message.attempt_set.exists()
+        wait = (message.next_attempt_at - before).total_seconds()
+        assert (
+            settings.DELIVERY_BACKOFF_BASE_SECONDS
+            <= wait
+            < settings.DELIVERY_BACKOFF_BASE_SECONDS + 5
+        )

@@ -33,7 +33,8 @@ def ago(seconds: float) -> datetime:
 
 SLOT_CASES = [
     # (case, limits, booked_at, reserved_in, verdict, send_by, wait)
-    ("no slot booked yet", SLOW, None, None, SlotVerdict.BOOK, INF, 0.0),
+    ("no slot booked yet: booked as the send starts", SLOW, None, None, SlotVerdict.BOOK, INF, 0.0),
+    ("no limit: nothing to book", NONE, None, None, SlotVerdict.SEND, INF, 0.0),
     ("booked slot too old (a task 0.2 s late)", SLOW, ago(0.2), None, SlotVerdict.BOOK, INF, 0.0),
     ("booked slot late within tolerance", SLOW, ago(0.05), None, SlotVerdict.SEND, 1000.05, 0.0),
     ("booked slot exactly at tolerance", SLOW, ago(0.1), None, SlotVerdict.SEND, 1000.0, 0.0),
