@@ -165,6 +165,8 @@ def release_unsent(
         )
     for sent in requeued:
         undo = {"attempts": F("attempts") - 1, "send_started_at": None} if sent.counted else {}
+        if sent.slot_at is not None:
+            undo["rate_slot_at"] = sent.slot_at
         outcomes[sent.message.pk] = requeue(
             sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo
         )

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from django.utils import timezone
@@ -274,6 +275,10 @@ def _send_started(
         if now > lease_by or now > admission.slot_by:
             sent.released = Release.LEASE if now > lease_by else Release.SLOT
             sent.counted = True
+            # The slot it holds (booked at the gate, or on its row): handed back to the row, so
+            # its next run gives it back to the limiter rather than waiting behind it.
+            ago = now - (admission.slot_by - SLOT_TOLERANCE.total_seconds())
+            sent.slot_at = timezone.now() - timedelta(seconds=ago)
             return sent
         sent.started, started = timezone.now(), now
         sent.provider_id = adapter.send(outbound)

@@ -103,8 +103,10 @@ class SendRecord:
     # ... and, for LIMITER, the error (a broken key, or Redis unreachable: `outage`).
     limiter_error: Exception | None = None
     outage: bool = False
-    # SLOT: the start gate already deferred it to its slot (and published its task).
+    # SLOT: the start gate already deferred it to its slot (and published its task) ...
     deferred: bool = False
+    # ... or it went stale after the gate: the slot it held, kept on the row when re-queued.
+    slot_at: datetime | None = None
 
 
 class SlotLimiter(Protocol):

@@ -27,6 +27,7 @@ def test_a_slot_that_goes_stale_while_the_start_is_recorded_is_not_used_and_not_
     assert claim([message], timezone.now(), lease) == {message.pk}
     message.refresh_from_db()
     slot_by = time.monotonic() + 0.2
+    slot = timezone.now() + timedelta(seconds=0.1)  # slot_by is its slot + SLOT_TOLERANCE
 
     def slow_mark(ids):
         started = mark_started(ids, lease=lease)
@@ -44,6 +45,8 @@ def test_a_slot_that_goes_stale_while_the_start_is_recorded_is_not_used_and_not_
     assert message.status == MessageStatus.QUEUED
     assert message.attempts == 0 and message.send_started_at is None
     assert sends(sandbox_client) == []
+    # The slot it held stays on the row, so its next run gives it back to the limiter.
+    assert abs((message.rate_slot_at - slot).total_seconds()) < 0.02
 
 
 def test_a_call_whose_start_was_recorded_in_time_goes_out_and_counts_once(
