@@ -259,6 +259,17 @@ def _send_started(
     if time.monotonic() > lease_by:
         sent.released = Release.LEASE
         return sent
+    # The client and the request are built before the gate, so an admitted call goes out at
+    # once: the slot it was given is used within the gate's own round trips, not after dozens
+    # of threads have each built a client under one GIL.
+    failure: ProviderError | None = None
+    try:
+        adapter = integration_adapter(message.integration, token=token)
+        outbound = _outbound(message)
+    except ProviderError as exc:
+        failure = exc
+    except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
+        failure = _internal(message, exc)
     admission = gate.enter(message.pk, slot_by)
     if not admission.start:
         sent.released, sent.wait = admission.released, admission.wait
@@ -266,31 +277,36 @@ def _send_started(
         sent.deferred = admission.deferred
         return sent
     started = time.monotonic()
+    if failure is not None:
+        sent.error = failure
+        return sent
+    # Recording the start took time: a slot (or lease) that went stale meanwhile is not used,
+    # or late sends would bunch up with the next on-time ones.
+    if started > lease_by or started > admission.slot_by:
+        sent.released = Release.LEASE if started > lease_by else Release.SLOT
+        sent.counted = True
+        # The slot it holds (booked at the gate, or on its row): handed back to the row, so its
+        # next run gives it back to the limiter rather than waiting behind it.
+        ago = started - (admission.slot_by - SLOT_TOLERANCE.total_seconds())
+        sent.slot_at = timezone.now() - timedelta(seconds=ago)
+        return sent
     try:
-        adapter = integration_adapter(message.integration, token=token)
-        outbound = _outbound(message)
-        # Recording the start and building the client took time: a slot (or lease) that went
-        # stale meanwhile is not used, or late sends would bunch up with the next on-time ones.
-        now = time.monotonic()
-        if now > lease_by or now > admission.slot_by:
-            sent.released = Release.LEASE if now > lease_by else Release.SLOT
-            sent.counted = True
-            # The slot it holds (booked at the gate, or on its row): handed back to the row, so
-            # its next run gives it back to the limiter rather than waiting behind it.
-            ago = now - (admission.slot_by - SLOT_TOLERANCE.total_seconds())
-            sent.slot_at = timezone.now() - timedelta(seconds=ago)
-            return sent
-        sent.started, started = timezone.now(), now
+        sent.started = timezone.now()
         sent.provider_id = adapter.send(outbound)
     except ProviderError as exc:
         sent.error = exc
     except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
-        logger.exception("Unexpected error delivering message %s", message.pk)
-        sent.error = ProviderError(
-            f"Internal error while sending ({type(exc).__name__}); retry the message once fixed",
-            kind="permanent",
-            provider=message.provider,
-            code="internal",
-        )
+        sent.error = _internal(message, exc)
     sent.elapsed = time.monotonic() - started
     return sent
+
+
+def _internal(message: Message, exc: Exception) -> ProviderError:
+    """A bug while sending `message`: logged with its traceback, and a permanent failure."""
+    logger.exception("Unexpected error delivering message %s", message.pk)
+    return ProviderError(
+        f"Internal error while sending ({type(exc).__name__}); retry the message once fixed",
+        kind="permanent",
+        provider=message.provider,
+        code="internal",
+    )
