@@ -184,7 +184,8 @@ def _revoke(state: State, request: web.Request) -> web.Response:
         return oauth_error(405, "invalid_request", "Method not allowed")
     params = request["body"] if isinstance(request["body"], dict) else {}
     token = str(params.get("token") or request["query"].get("token") or "")
-    if token in state.google_refresh_tokens:
+    registered = any(a["refresh_token"] == token for a in state.accounts[SLUG].values())
+    if token in state.google_refresh_tokens or (registered and token not in state.google_revoked):
         revoke_refresh_token(state, token)
     elif token in state.google_tokens:
         # Revoking an access token also revokes the refresh token it came from.
