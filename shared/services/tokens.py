@@ -29,6 +29,7 @@ from shared.providers.google_oauth import (
     refresh_error_code,
 )
 from shared.providers.instagram_oauth import InstagramOAuthClient
+from shared.redaction import remember_secret
 from shared.services.audit import audit_event_record
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ NEEDS_REAUTH_HINT = "connect it again"
 
 
 def google_oauth_client() -> GoogleOAuthClient:
-    """The deployment's Google OAuth client, from settings."""
+    """The deployment's Google OAuth client, from settings (its secret is scrubbed from logs)."""
+    remember_secret(settings.GOOGLE_OAUTH_CLIENT_SECRET)
     return GoogleOAuthClient(
         client_id=settings.GOOGLE_OAUTH_CLIENT_ID,
         client_secret=settings.GOOGLE_OAUTH_CLIENT_SECRET,
@@ -52,7 +54,8 @@ def google_oauth_client() -> GoogleOAuthClient:
 
 
 def instagram_oauth_client() -> InstagramOAuthClient:
-    """The deployment's Instagram app, from settings."""
+    """The deployment's Instagram app, from settings (its secret is scrubbed from logs)."""
+    remember_secret(settings.INSTAGRAM_APP_SECRET)
     return InstagramOAuthClient(
         app_id=settings.INSTAGRAM_APP_ID,
         app_secret=settings.INSTAGRAM_APP_SECRET,
