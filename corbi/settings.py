@@ -215,8 +215,9 @@ INSTAGRAM_OAUTH_TOKEN_URL = env_str(
 )
 # graph.instagram.com without a version: /access_token and /refresh_access_token live there.
 INSTAGRAM_GRAPH_HOST = env_str("INSTAGRAM_GRAPH_HOST", _sandbox or "https://graph.instagram.com")
-# Where the OAuth callback sends the browser back ("?provider=…&result=connected|error&…").
-OAUTH_SETTINGS_URL = env_str("OAUTH_SETTINGS_URL", "/")
+# Where the OAuth callback sends the browser back ("?provider=…&result=connected|error&…");
+# empty: the callback answers the result itself, as JSON in the API envelope.
+OAUTH_SETTINGS_URL = env_str("OAUTH_SETTINGS_URL", "")
 OAUTH_STATE_TTL_SECONDS = env_int("OAUTH_STATE_TTL_SECONDS", 600)
 # Token lifecycle: beat refreshes tokens expiring before its next run (plus a margin), an
 # Instagram long-lived token once it has this little left of its 60 days.
