@@ -118,7 +118,6 @@ def _finish(provider: str, result: dict[str, str], status: int) -> HttpResponse:
         body: dict[str, object] = ok(result["message"], provider=provider)
     else:
         body = envelope(result["message"], code=result["error"])
-        body["provider"] = provider
     return JsonResponse(body, status=status)
 
 
