@@ -55,7 +55,7 @@ class GoogleCalendar(ProviderAdapter):
         vendor="Google Calendar",
         token_help=(
             'access token (`ya29.…`) or authorized-user JSON `{"refresh_token", "client_id",'
-            ' "client_secret"}`'
+            ' "client_secret"}`; or none: "Connect with Google" (OAuth, docs/oauth.md)'
         ),
         token_problem=lambda token: (
             _authorized_user_problem(token) if token.startswith("{") else ""
