@@ -27,6 +27,12 @@ class IntegrationSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     status_reason = serializers.SerializerMethodField()
     credentials_rejected = serializers.SerializerMethodField()
+    connection_expires_at = serializers.DateTimeField(
+        source="token_expires_at",
+        read_only=True,
+        help_text="When the stored credential expires, when the provider says so (Instagram's "
+        "60-day token, renewed by beat); null otherwise.",
+    )
     key_unavailable = serializers.SerializerMethodField()
     receipts_url = serializers.SerializerMethodField()
 
@@ -38,7 +44,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
             "status",
             "status_reason",
             "auth_method",
-            "token_expires_at",
+            "connection_expires_at",
             "extra",
             "created_at",
             "updated_at",

@@ -23,7 +23,7 @@ class Role(models.TextChoices):
 
 
 class AuthMethod(models.TextChoices):
-    TOKEN = "token", "Pasted token"
+    PASTED = "pasted", "Pasted"
     OAUTH = "oauth", "OAuth"
 
 
@@ -92,11 +92,11 @@ class Integration(models.Model):
     key_unavailable_at = models.DateTimeField(null=True, blank=True)
     # The opaque, unguessable id in this integration's receipt URLs (/webhooks/<provider>/<key>/…).
     webhook_key = models.CharField(max_length=64, unique=True, default=new_webhook_key)
-    # How the token came: pasted (`token`) or through "Connect with …" (`oauth`, docs/oauth.md).
+    # How the token came: pasted (`pasted`) or through "Connect with …" (`oauth`, docs/oauth.md).
     # With OAuth, Google's `token_encrypted` is the refresh token and Instagram's the
     # long-lived access token; `token_expires_at` is that token's expiry when the provider
     # says it (Instagram: 60 days, renewed by beat).
-    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices, default="token")
+    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices, default="pasted")
     token_expires_at = models.DateTimeField(null=True, blank=True)
     # Google: the last access token a refresh gave (Fernet), reused by every task until it
     # nears its expiry instead of one token call per task.

@@ -26,8 +26,8 @@ class Migration(migrations.Migration):
             model_name="integration",
             name="auth_method",
             field=models.CharField(
-                choices=[("token", "Pasted token"), ("oauth", "OAuth")],
-                default="token",
+                choices=[("pasted", "Pasted"), ("oauth", "OAuth")],
+                default="pasted",
                 max_length=16,
             ),
         ),

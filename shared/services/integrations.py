@@ -65,7 +65,7 @@ def integration_connect(
         action="integration.connected",
         provider=provider,
         token_fingerprint=token_fingerprint(token),
-        data={"created": created, "method": AuthMethod.TOKEN.value},
+        data={"created": created, "method": AuthMethod.PASTED.value},
     )
     return integration
 
@@ -75,7 +75,7 @@ def _store_credentials(
     token: str,
     now: datetime,
     *,
-    method: str = AuthMethod.TOKEN,
+    method: str = AuthMethod.PASTED,
     token_expires_at: datetime | None = None,
     access_token: str = "",
     access_token_expires_at: datetime | None = None,
