@@ -101,22 +101,21 @@ class GoogleOAuthClient:
         """Trade the authorization code for tokens; raises ProviderError (`code` is the OAuth
         error: invalid_grant for a reused or expired code or a PKCE mismatch)."""
         flow = self._flow(code_verifier=code_verifier, autogenerate_code_verifier=False)
+        error: ProviderError | None = None
         try:
             flow.fetch_token(code=code, timeout=self.timeout)
         except OAuth2Error as exc:
-            raise _error(
+            error = _error(
                 f"Google refused the authorization code ({exc.error})",
                 kind="credentials",
                 code=str(exc.error or "oauth_error"),
-            ) from None
+            )
         except requests.Timeout:
-            raise _error(
-                f"Google did not answer within {self.timeout:g} s", kind="transient"
-            ) from None
+            error = _error(f"Google did not answer within {self.timeout:g} s", kind="transient")
         except requests.RequestException as exc:
-            raise _error(
-                f"Google could not be reached ({type(exc).__name__})", kind="transient"
-            ) from None
+            error = _error(f"Google could not be reached ({type(exc).__name__})", kind="transient")
+        if error is not None:  # raised outside the handler: no exception text rides along
+            raise error
         creds = flow.credentials
         granted = tuple(creds.granted_scopes or creds.scopes or ())
         return GoogleTokens(

@@ -76,12 +76,7 @@ class InstagramOAuthClient:
             },
             what="the authorization code",
         )
-        # Business Login documents {"data": [{...}]}; the reference page a flat object.
-        item = body["data"][0] if isinstance(body.get("data"), list) and body["data"] else body
-        token = item.get("access_token") if isinstance(item, dict) else None
-        if not isinstance(token, str) or not token:
-            raise _error("Instagram answered the code exchange without a token", kind="permanent")
-        return token
+        return short_token(body)
 
     def long_lived(self, short_token: str) -> InstagramToken:
         """Exchange a short-lived token for a 60-day one (ig_exchange_token)."""
@@ -135,16 +130,19 @@ class InstagramOAuthClient:
         return response.status_code == 200
 
     def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
+        failure: ProviderError | None = None
         try:
             response = requests.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout:
-            raise _error(
+            failure = _error(
                 f"Instagram did not answer within {self.timeout:g} s", kind="transient"
-            ) from None
+            )
         except requests.RequestException as exc:
-            raise _error(
+            failure = _error(
                 f"Instagram could not be reached ({type(exc).__name__})", kind="transient"
-            ) from None
+            )
+        if failure is not None:  # raised outside the handler: the URL (a token) never rides along
+            raise failure
         try:
             body = response.json()
         except ValueError:
@@ -175,6 +173,16 @@ def _mapped(status: int, body: dict[str, Any], what: str) -> ProviderError:
                       code=str(code or status), status=status)  # fmt: skip
     return _error(f"Instagram refused {what} ({code or status})", kind="permanent",
                   code=str(code or status), status=status)  # fmt: skip
+
+
+def short_token(body: dict[str, Any]) -> str:
+    """The token of a code exchange's answer: Business Login documents `{"data": [{...}]}`,
+    the reference page (and public clients) a flat object; both are accepted."""
+    item = body["data"][0] if isinstance(body.get("data"), list) and body["data"] else body
+    token = item.get("access_token") if isinstance(item, dict) else None
+    if not isinstance(token, str) or not token:
+        raise _error("Instagram answered the code exchange without a token", kind="permanent")
+    return token
 
 
 def _token(body: dict[str, Any]) -> InstagramToken:
