@@ -65,7 +65,7 @@ def integration_connect(
         action="integration.connected",
         provider=provider,
         token_fingerprint=token_fingerprint(token),
-        data={"created": created, "method": AuthMethod.PASTED.value},
+        data={"created": created},
     )
     return integration
 

@@ -120,9 +120,12 @@ def google_adapter_options(integration: Integration, token: str) -> dict[str, An
         return {}
     saved = _saved_access_token(integration)
     pk = integration.pk
+    material = _google_material(integration, token)
 
     def refresher(stale: str | None) -> tuple[str, datetime]:
-        access, expiry = google_access_token_refresh(integration_pk=pk, stale=stale)
+        access, expiry = google_access_token_refresh(
+            integration_pk=pk, stale=stale, unsaved=material
+        )
         return access, _naive_utc(expiry)
 
     return {
@@ -137,7 +140,11 @@ class _NeedsReauth(RefreshError):
 
 
 def google_access_token_refresh(
-    *, integration_pk: int, stale: str | None, force: bool = False
+    *,
+    integration_pk: int,
+    stale: str | None,
+    force: bool = False,
+    unsaved: _RefreshMaterial | None = None,
 ) -> tuple[str, datetime]:
     """A valid access token for the integration (aware expiry): the saved one when another
     worker refreshed it since `stale` was read, else a new one from Google, saved encrypted.
@@ -145,6 +152,10 @@ def google_access_token_refresh(
     The row is locked while Google is asked, so concurrent callers wait and then reuse the
     token the first one saved. `force` refreshes even a token that looks valid (beat).
     Raises google-auth's RefreshError; invalid_grant moves the integration to needs_reauth.
+
+    `unsaved` is the caller's own refresh material, used (without saving anything) when this
+    connection cannot see the row: it was disconnected meanwhile, or the caller's transaction
+    has not committed it yet (a Test Connection's probe thread inside a test's transaction).
     """
     failure: RefreshError | None = None
     with transaction.atomic():
@@ -155,9 +166,16 @@ def google_access_token_refresh(
             .first()
         )
         if row is None:
-            raise _NeedsReauth(
-                "Google Calendar is not connected any more", {"error": "needs_reauth"}
+            if unsaved is None:
+                raise _NeedsReauth(
+                    "Google Calendar is not connected any more", {"error": "needs_reauth"}
+                )
+            tokens = google_oauth_client().refresh(
+                refresh_token=unsaved.refresh_token,
+                client_id=unsaved.client_id,
+                client_secret=unsaved.client_secret,
             )
+            return tokens.access_token, tokens.expiry
         if row.needs_reauth_at is not None:
             raise _NeedsReauth(
                 f"Google Calendar needs to be connected again ({row.needs_reauth_reason})",

@@ -323,3 +323,22 @@ def test_start_without_the_oauth_client_configured_is_a_503(oauth, cast, client_
     assert (
         body["code"] == "oauth_not_configured" and "GOOGLE_OAUTH_CLIENT_SECRET" in body["message"]
     )
+
+
+def test_a_signed_in_user_other_than_the_starter_is_refused_even_with_the_cookie(
+    oauth, cast, client_for
+):
+    from django.test import Client
+
+    admin = client_for(cast["admin"])
+    started = admin.post(START.format(provider="google_calendar"), {}, format="json")
+    state = parse_qs(urlsplit(started.json()["authorization_url"]).query)["state"][0]
+    browser_cookie = started.cookies["corbi_oauth_browser"].value
+    other = Client()
+    other.force_login(cast["outsider"].user)  # another org's admin, signed in with a session
+    other.cookies["corbi_oauth_browser"] = browser_cookie
+
+    response = other.get("/oauth/google/callback/", {"state": state, "code": "4/0x"})
+
+    assert response.status_code == 400 and response.json()["code"] == "state_mismatch"
+    assert OAuthState.objects.get().used_at is None
