@@ -375,3 +375,33 @@ def test_no_token_appears_in_events_audit_or_errors(env, cast, sandbox_client, c
     stored += str(list(Booking.objects.values("last_error")))
     tokens = {"refresh": REFRESH, "access": access, "secret": GOOGLE["client_secret"]}
     assert_no_canary(stored + caplog.text, tokens)
+
+
+@pytest.mark.django_db
+def test_instagram_sends_stop_calling_the_provider_once_it_needs_reauth(
+    env, cast, sandbox_client, tools
+):
+    from shared.delivery.batch import message_deliver
+    from shared.services.messages import send_message
+
+    limiter, metrics = tools
+    sandbox_client.configure(instagram_refresh_min_age_seconds=0)
+    issued = instagram_grant(env.url)
+    integration_oauth_connect(
+        organization=cast["admin"].org,
+        provider="instagram",
+        token=issued.access_token,
+        extra={"instagram_scoped_id": OAUTH_CLIENTS["instagram"]["ig_id"]},
+        token_expires_at=timezone.now() + timedelta(days=3),
+    )
+    Integration.objects.update(connected_at=timezone.now() - timedelta(days=2))
+    instagram_oauth_client().revoke(issued.access_token)
+    tokens_refresh_due()
+    sandbox_client.clear_requests()
+
+    message = send_message(cast["admin"].org, "instagram", "1234567890", "hello")
+    message_deliver(message_id=message.pk, limiter=limiter, metrics=metrics)
+
+    message.refresh_from_db()
+    assert message.status == "failed" and message.error_kind == "credentials"
+    assert sandbox_client.requests("instagram") == []
