@@ -105,3 +105,22 @@ def test_a_revoked_refresh_token_fails_syncs_without_further_calls(stack, sandbo
     statuses = set(Booking.objects.filter(pk__in=[first, *later]).values_list("status", flat=True))
     assert statuses == {"failed"}
     assert sandbox_client.requests("google_calendar") == []
+
+
+def test_beat_refreshes_a_token_that_expires_before_its_next_run(stack, sandbox_client, calendar):
+    stack.env.update(TOKEN_REFRESH_INTERVAL_SECONDS="1")
+    Integration.objects.filter(organization=calendar).update(
+        access_token_expires_at=timezone.now() + timedelta(minutes=4)
+    )
+    stack.start_worker("w1", concurrency=2)
+    stack.start_beat()
+
+    wait_for(
+        lambda: Integration.objects.get(organization=calendar).token_refreshed_at is not None,
+        60,
+        "beat's refresh",
+    )
+
+    integration = Integration.objects.get(organization=calendar)
+    assert integration.access_token_expires_at > timezone.now() + timedelta(minutes=55)
+    assert len(sandbox_client.token_calls()) == 1
