@@ -81,7 +81,7 @@ def _authorize(state: State, request: web.Request) -> web.Response:
     hint = q.get("login_hint")
     account = next((a for a in accounts if a["email"] == hint), accounts[0])
     code = "4/0" + url_safe_id(48)
-    scope = str(q.get("scope") or account["scope"])
+    scope = state.config["google_oauth_granted_scope"] or str(q.get("scope") or account["scope"])
     state.google_codes[code] = {
         "account": account,
         "client_id": client_id,

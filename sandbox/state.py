@@ -34,6 +34,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # how old an Instagram long-lived token must be before it can be refreshed.
     "google_oauth_consent": "allow",
     "google_oauth_refresh_token": True,
+    # A space-separated scope the consent grants instead of the one asked (granular consent).
+    "google_oauth_granted_scope": None,
     "google_token_ttl_seconds": 3599,
     "instagram_oauth_consent": "allow",
     "instagram_token_ttl_seconds": 5_184_000,
@@ -233,6 +235,9 @@ class State:
             elif key in ("google_oauth_consent", "instagram_oauth_consent"):
                 if value not in ("allow", "deny"):
                     raise ConfigError(f"{key} must be allow or deny")
+            elif key == "google_oauth_granted_scope":
+                if value is not None and not (isinstance(value, str) and value.strip()):
+                    raise ConfigError(f"{key} must be a scope string or null")
             elif key == "google_oauth_refresh_token":
                 if not isinstance(value, bool):
                     raise ConfigError(f"{key} must be true or false")

@@ -342,3 +342,17 @@ def test_a_signed_in_user_other_than_the_starter_is_refused_even_with_the_cookie
 
     assert response.status_code == 400 and response.json()["code"] == "state_mismatch"
     assert OAuthState.objects.get().used_at is None
+
+
+def test_a_consent_without_calendar_access_is_refused_and_the_token_revoked(
+    oauth, cast, sandbox_client
+):
+    sandbox_client.configure(google_oauth_granted_scope="openid email")
+    session = browser(cast["admin"])
+
+    body = refused(follow(session, start(session, oauth)))
+
+    assert body["code"] == "scope_not_granted" and "calendar access" in body["message"]
+    assert not Integration.objects.filter(provider="google_calendar").exists()
+    [revoke] = [r for r in sandbox_client.requests("google_calendar") if r["path"] == "/revoke"]
+    assert revoke["status"] == 200
