@@ -26,7 +26,8 @@ from devtools.procs import ROOT, Procs
 from sandbox.testing import SandboxProcess
 
 DB_NAME = os.environ.get("OAUTH_BENCH_DB", "corbi_bench_oauth")
-REDIS_URL = os.environ.get("OAUTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+# A Redis db no other benchmark or test uses (pipeline: 12, 13; security: 11; tests: 6, 15).
+REDIS_URL = os.environ.get("OAUTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 CLIENT_ID = "corbi-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "bench-only-google-oauth-secret-0001"
 REFRESH = "1//benchRefreshTokenOnlyForTheSandbox01"
