@@ -222,8 +222,10 @@ def oauth_callback(
     """Finish a connection from the provider's redirect (`params`: its query): check the
     state, exchange the code and store the tokens. Raises OAuthFailure with a stable code."""
     code = params.get("code") or ""
-    remember_secret(code)  # an authorization code is a credential: never in a log line
     row = _consume(provider, params, browser_nonce, user)
+    # An authorization code is a credential: scrubbed from every later log line. Only after the
+    # state checks, so anonymous callers cannot grow the process-wide scrub list.
+    remember_secret(code)
     refused = _provider_refused(provider, params)
     if refused is not None:
         raise refused
