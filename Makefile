@@ -44,6 +44,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,sandbox,bench]'
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
+	$(PY) -m bench.oauth_tokens $(OAUTH_BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(PY) -m bench.chaos $(CHAOS_ARGS)

@@ -41,6 +41,21 @@ class ErrorCode(models.TextChoices):
     URL_NOT_ALLOWED = "url_not_allowed"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
     WEBHOOK_ENDPOINT_LIMIT = "webhook_endpoint_limit"
+    # "Connect with Google / Instagram" (docs/oauth.md): the start endpoint...
+    OAUTH_NOT_SUPPORTED = "oauth_not_supported"
+    OAUTH_NOT_CONFIGURED = "oauth_not_configured"
+    # ... and the callback's result (in OAUTH_SETTINGS_URL's query, or its JSON envelope).
+    STATE_INVALID = "state_invalid"
+    STATE_MISMATCH = "state_mismatch"
+    STATE_USED = "state_used"
+    STATE_EXPIRED = "state_expired"
+    CONSENT_DENIED = "consent_denied"
+    CODE_MISSING = "code_missing"
+    CODE_REJECTED = "code_rejected"
+    SCOPE_NOT_GRANTED = "scope_not_granted"
+    NO_REFRESH_TOKEN = "no_refresh_token"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    OAUTH_FAILED = "oauth_failed"
 
 
 class MissingOrgHeader(exceptions.APIException):

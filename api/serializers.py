@@ -10,13 +10,29 @@ from rest_framework import serializers
 
 from api.exceptions import ErrorCode
 from shared.inputs import TEMPLATE_SCHEMA, StrictCharField
-from shared.models import AuditEvent, Booking, Integration, Message, MessageEvent
+from shared.models import AuditEvent, AuthMethod, Booking, Integration, Message, MessageEvent
 from shared.receipts.urls import receipts_url
 from shared.validation import MAX_TOKEN_LENGTH
 
 
+class IntegrationStatus:
+    CONNECTED = "connected"
+    NEEDS_REAUTH = "needs_reauth"
+    CREDENTIALS_REJECTED = "credentials_rejected"
+    DISCONNECTED = "disconnected"
+    CHOICES = (CONNECTED, NEEDS_REAUTH, CREDENTIALS_REJECTED, DISCONNECTED)
+
+
 class IntegrationSerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField()
+    status_reason = serializers.SerializerMethodField()
     credentials_rejected = serializers.SerializerMethodField()
+    connection_expires_at = serializers.DateTimeField(
+        source="token_expires_at",
+        read_only=True,
+        help_text="When the stored credential expires, when the provider says so (Instagram's "
+        "60-day token, renewed by beat); null otherwise.",
+    )
     key_unavailable = serializers.SerializerMethodField()
     receipts_url = serializers.SerializerMethodField()
 
@@ -25,6 +41,10 @@ class IntegrationSerializer(serializers.ModelSerializer):
         fields = [
             "provider",
             "is_active",
+            "status",
+            "status_reason",
+            "auth_method",
+            "connection_expires_at",
             "extra",
             "created_at",
             "updated_at",
@@ -39,6 +59,29 @@ class IntegrationSerializer(serializers.ModelSerializer):
             "last_error_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=IntegrationStatus.CHOICES))
+    def get_status(self, obj: Integration) -> str:
+        """connected; needs_reauth (the provider refused the OAuth token for good: connect
+        again); credentials_rejected (a pasted token was refused); disconnected."""
+        if not obj.is_active or not obj.token_encrypted:
+            return IntegrationStatus.DISCONNECTED
+        if obj.needs_reauth_at is not None or (
+            obj.credentials_rejected_at is not None and obj.auth_method == AuthMethod.OAUTH
+        ):
+            return IntegrationStatus.NEEDS_REAUTH
+        if obj.credentials_rejected_at is not None:
+            return IntegrationStatus.CREDENTIALS_REJECTED
+        return IntegrationStatus.CONNECTED
+
+    def get_status_reason(self, obj: Integration) -> str:
+        """Why the status is not `connected`, in one sentence ("" when it is)."""
+        status = self.get_status(obj)
+        if status == IntegrationStatus.NEEDS_REAUTH:
+            return obj.needs_reauth_reason or obj.last_error
+        if status == IntegrationStatus.CREDENTIALS_REJECTED:
+            return obj.last_error or obj.last_test_message
+        return ""
 
     def get_credentials_rejected(self, obj: Integration) -> bool:
         return obj.credentials_rejected_at is not None

@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import messages, suppressions, views, webhook_endpoints
+from api import messages, oauth, suppressions, views, webhook_endpoints
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -18,6 +18,11 @@ urlpatterns = [
         "integrations/<str:provider>/test/",
         views.IntegrationTestView.as_view(),
         name="integration-test",
+    ),
+    path(
+        "integrations/<str:provider>/oauth/start/",
+        oauth.OAuthStartView.as_view(),
+        name="integration-oauth-start",
     ),
     path(
         "integrations/<str:provider>/",

@@ -21,6 +21,9 @@ _NOISY_LOGGERS = {
     "googleapiclient.discovery": "WARNING",
     "googleapiclient.discovery_cache": "ERROR",
     "google_auth_httplib2": "WARNING",
+    # The OAuth code exchange: logs the state, request bodies and token responses at DEBUG.
+    "requests_oauthlib": "WARNING",
+    "oauthlib": "WARNING",
 }
 
 

@@ -189,6 +189,40 @@ GOOGLE_TOKEN_URI = env_str(
     "GOOGLE_TOKEN_URI", f"{_sandbox}/token" if _sandbox else "https://oauth2.googleapis.com/token"
 )
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0)
+# OAuth ("Connect with Google / Instagram", docs/oauth.md): the deployment's own OAuth clients,
+# never per organization and never shown. Redirect URIs are built from PUBLIC_BASE_URL.
+GOOGLE_OAUTH_CLIENT_ID = env_str("GOOGLE_OAUTH_CLIENT_ID", "")
+GOOGLE_OAUTH_CLIENT_SECRET = env_str("GOOGLE_OAUTH_CLIENT_SECRET", "")
+GOOGLE_OAUTH_AUTH_URI = env_str(
+    "GOOGLE_OAUTH_AUTH_URI",
+    f"{_sandbox}/o/oauth2/v2/auth" if _sandbox else "https://accounts.google.com/o/oauth2/v2/auth",
+)
+GOOGLE_REVOKE_URI = env_str(
+    "GOOGLE_REVOKE_URI",
+    f"{_sandbox}/revoke" if _sandbox else "https://oauth2.googleapis.com/revoke",
+)
+INSTAGRAM_APP_ID = env_str("INSTAGRAM_APP_ID", "")
+INSTAGRAM_APP_SECRET = env_str("INSTAGRAM_APP_SECRET", "")
+INSTAGRAM_OAUTH_AUTHORIZE_URL = env_str(
+    "INSTAGRAM_OAUTH_AUTHORIZE_URL",
+    f"{_sandbox}/oauth/authorize" if _sandbox else "https://www.instagram.com/oauth/authorize",
+)
+INSTAGRAM_OAUTH_TOKEN_URL = env_str(
+    "INSTAGRAM_OAUTH_TOKEN_URL",
+    f"{_sandbox}/oauth/access_token"
+    if _sandbox
+    else "https://api.instagram.com/oauth/access_token",
+)
+# graph.instagram.com without a version: /access_token and /refresh_access_token live there.
+INSTAGRAM_GRAPH_HOST = env_str("INSTAGRAM_GRAPH_HOST", _sandbox or "https://graph.instagram.com")
+# Where the OAuth callback sends the browser back ("?provider=…&result=connected|error&…");
+# empty: the callback answers the result itself, as JSON in the API envelope.
+OAUTH_SETTINGS_URL = env_str("OAUTH_SETTINGS_URL", "")
+OAUTH_STATE_TTL_SECONDS = env_int("OAUTH_STATE_TTL_SECONDS", 600)
+# Token lifecycle: beat refreshes tokens expiring before its next run (plus a margin), an
+# Instagram long-lived token once it has this little left of its 60 days.
+TOKEN_REFRESH_INTERVAL_SECONDS = env_float("TOKEN_REFRESH_INTERVAL_SECONDS", 300.0)
+INSTAGRAM_REFRESH_BEFORE_SECONDS = env_int("INSTAGRAM_REFRESH_BEFORE_SECONDS", 7 * 86_400)
 TEST_CONNECTION_TIMEOUT_SECONDS = env_float("TEST_CONNECTION_TIMEOUT_SECONDS", 10.0)
 # Test Connection holds a web thread for up to its timeout: beyond these many running tests
 # (helper threads still stuck in a socket count until they end) it answers 429 + Retry-After.
@@ -327,6 +361,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.sweep_outbox",
         "schedule": SWEEPER_INTERVAL_SECONDS,
         "options": {"expires": SWEEPER_INTERVAL_SECONDS},
+    },
+    "refresh-tokens": {
+        "task": "workers.tasks.refresh_tokens",
+        "schedule": TOKEN_REFRESH_INTERVAL_SECONDS,
+        "options": {"expires": TOKEN_REFRESH_INTERVAL_SECONDS},
     },
 }
 # Receipts in (/webhooks/, docs/receipts.md). PUBLIC_BASE_URL is this service as providers

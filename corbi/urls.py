@@ -1,10 +1,12 @@
-"""Root URLs: the admin, /api/, the provider receipt receivers (/webhooks/) and /health/."""
+"""Root URLs: the admin, /api/, the provider receipt receivers (/webhooks/), the OAuth
+callbacks (/oauth/) and /health/."""
 
 from django.contrib import admin
 from django.urls import include, path
 
 from api.health import health
 from api.metrics import metrics_view
+from api.oauth import callback as oauth_callback
 from api.receipts import instagram, sendgrid_events, twilio_status
 
 urlpatterns = [
@@ -13,6 +15,7 @@ urlpatterns = [
     path("webhooks/twilio/<str:key>/status/", twilio_status, name="webhook-twilio"),
     path("webhooks/sendgrid/<str:key>/events/", sendgrid_events, name="webhook-sendgrid"),
     path("webhooks/instagram/", instagram, name="webhook-instagram"),
+    path("oauth/<str:segment>/callback/", oauth_callback, name="oauth-callback"),
     path("health/", health, name="health"),
     path("metrics", metrics_view, name="metrics"),
 ]

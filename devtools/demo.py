@@ -65,11 +65,41 @@ DEMO_ACCOUNTS = {
         "account": {
             "provider": "google_calendar",
             "access_token": "ya29.demoGoogleAccessToken0000000001",
+            # The same sandbox user consents to the demo OAuth client ("Connect with Google").
+            "client_id": "corbi-demo.apps.googleusercontent.com",
+            "client_secret": "dev-only-google-oauth-secret-0000001",
+            "email": "demo.calendar@sandbox.test",
             "calendars": ["primary"],
         },
         "extra": {"calendar_id": "primary"},
+        # `make run` connects it through the OAuth flow (connect_with_oauth), not by pasting.
+        "oauth": True,
     },
 }
+
+# The deployment's OAuth client settings under `make run` (development only; the sandbox's).
+DEMO_OAUTH_SETTINGS = {
+    "GOOGLE_OAUTH_CLIENT_ID": DEMO_ACCOUNTS["google_calendar"]["account"]["client_id"],
+    "GOOGLE_OAUTH_CLIENT_SECRET": DEMO_ACCOUNTS["google_calendar"]["account"]["client_secret"],
+}
+
+
+def connect_with_oauth(base: str, admin: dict[str, Any], provider: str = "google_calendar") -> str:
+    """ "Connect with Google" as a browser would: start, open the consent URL (the sandbox
+    consents at once) and follow the redirects to the callback; returns its message."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers.update(
+        {"Authorization": f"Token {admin['token']}", "X-Org-ID": str(admin["org_id"])}
+    )
+    started = session.post(
+        f"{base}/api/integrations/{provider}/oauth/start/",
+        json={"calendar_id": "primary"},
+        timeout=15,
+    )
+    started.raise_for_status()
+    finished = session.get(started.json()["authorization_url"], timeout=30)
+    return str(finished.json().get("message") or finished.status_code)
 
 
 def provider_commands(base: str, headers: str) -> list[str]:
@@ -115,7 +145,13 @@ def print_banner(
         f"  admin  {admin['username']:<12} token {admin['token']}",
         f"  member {member['username']:<12} token {member['token']}",
         "",
-        "Connect and test each provider (sandbox demo credentials filled in):",
+        "Google Calendar is already connected through the OAuth flow (the sandbox consented).",
+        "Connect it again with OAuth: open the authorization_url this answers in a browser",
+        "(or in the same cookie-keeping client), and the callback stores the tokens:",
+        f"  curl -s -c /tmp/corbi-oauth {h} -H 'Content-Type: application/json' "
+        f'-d \'{{"calendar_id": "primary"}}\' {base}/api/integrations/google_calendar/oauth/start/',
+        "",
+        "Or paste a token: connect and test each provider (sandbox demo credentials filled in):",
         *provider_commands(base, h),
         "",
         "List the integrations, then send a message once WhatsApp is connected:",
@@ -159,15 +195,16 @@ def connect_and_test(
 ) -> None:
     print("\nConnecting and testing the demo integrations:")
     for provider, spec in accounts.items():
-        connected = session.post(
-            f"{api}/integrations/{provider}/connect/",
-            json={"token": spec["token"], "extra": spec["extra"]},
-            timeout=15,
-        )
+        if spec.get("oauth"):  # connected through the OAuth flow when the stack started
+            connected = "oauth"
+        else:
+            connected = session.post(
+                f"{api}/integrations/{provider}/connect/",
+                json={"token": spec["token"], "extra": spec["extra"]},
+                timeout=15,
+            ).status_code
         tested = session.post(f"{api}/integrations/{provider}/test/", json={}, timeout=30).json()
-        print(
-            f"  {provider:<16} connect {connected.status_code}  test ok={tested['ok']}  {tested['message']}"
-        )
+        print(f"  {provider:<16} connect {connected}  test ok={tested['ok']}  {tested['message']}")
 
 
 def send_one_each(

@@ -24,7 +24,14 @@ from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from devtools import commands
-from devtools.demo import DEMO_ACCOUNTS, print_banner, run_demo, wire_receipts
+from devtools.demo import (
+    DEMO_ACCOUNTS,
+    DEMO_OAUTH_SETTINGS,
+    connect_with_oauth,
+    print_banner,
+    run_demo,
+    wire_receipts,
+)
 from devtools.procs import (
     Proc,
     Procs,
@@ -288,12 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{ports['PORT']}")
     env.setdefault("META_APP_SECRET", "dev-only-meta-app-secret-0000000001")
     env.setdefault("META_WEBHOOK_VERIFY_TOKEN", "dev-only-meta-verify-token")
+    for name, value in DEMO_OAUTH_SETTINGS.items():
+        env.setdefault(name, value)
     stack = Stack(env)
     try:
         admin, member = prepare_demo_org(stack)
         start_services(stack, ports)
         base = f"http://127.0.0.1:{ports['PORT']}"
         wire_receipts(base, admin, env["PROVIDER_SANDBOX_URL"], env)
+        log("Google Calendar (OAuth): " + connect_with_oauth(base, admin))
         print_banner(
             base,
             admin,

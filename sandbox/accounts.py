@@ -141,7 +141,11 @@ def _telegram(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _instagram(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    token = _str(spec, "access_token")
+    # An account of an Instagram app (app_id + app_secret) may come without a token: it gets
+    # its tokens through the OAuth endpoints (instagram_oauth.py).
+    app_id = _str(spec, "app_id", required=False)
+    app_secret = _str(spec, "app_secret", required=bool(app_id))
+    token = _str(spec, "access_token", required=not app_id)
     ig_id = spec.get("ig_id")
     if isinstance(ig_id, int):
         ig_id = str(ig_id)
@@ -150,9 +154,11 @@ def _instagram(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     page_id = spec.get("page_id")
     if page_id is not None and not str(page_id).isdigit():
         raise AccountError("page_id must be a numeric string")
-    return token, {
+    return token or f"oauth:{app_id}:{ig_id}", {
         "provider": "instagram",
         "access_token": token,
+        "app_id": app_id,
+        "app_secret": app_secret,
         "ig_id": ig_id,
         "page_id": str(page_id) if page_id is not None else None,
         "username": _str(spec, "username", default="corbi.sandbox"),
@@ -165,18 +171,21 @@ def _instagram(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _google(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     access = _str(spec, "access_token", required=False)
     refresh = _str(spec, "refresh_token", required=False)
-    if not access and not refresh:
-        raise AccountError("google_calendar needs an access_token or a refresh_token")
-    client_id = _str(spec, "client_id", required=bool(refresh))
-    client_secret = _str(spec, "client_secret", required=bool(refresh))
+    # A user of an OAuth client (client_id + client_secret alone) connects through the
+    # authorize endpoint and gets its tokens there.
+    oauth_user = not access and not refresh
+    client_id = _str(spec, "client_id", required=bool(refresh) or oauth_user)
+    client_secret = _str(spec, "client_secret", required=bool(refresh) or oauth_user)
     calendars = _str_list(spec, "calendars", ["primary"]) or ["primary"]
-    return refresh or access, {
+    email = _str(spec, "email", default="sandbox.user@sandbox.test")
+    key = refresh or access or f"oauth:{client_id}:{email}"
+    return key, {
         "provider": "google_calendar",
         "access_token": access,
         "refresh_token": refresh,
         "client_id": client_id,
         "client_secret": client_secret,
-        "email": _str(spec, "email", default="sandbox.user@sandbox.test"),
+        "email": email,
         "calendars": calendars,
         "scope": _str(spec, "scope", default=GOOGLE_DEFAULT_SCOPE),
         "time_zone": _str(spec, "time_zone", default="UTC"),

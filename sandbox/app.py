@@ -16,7 +16,9 @@ from aiohttp import web
 from sandbox import (
     control,
     google,
+    google_oauth,
     graph,
+    instagram_oauth,
     meta_webhooks,
     sendgrid,
     sendgrid_events,
@@ -148,4 +150,8 @@ def build_app(
     app.router.add_route("*", r"/{version:v\d+\.\d+}/{tail:.*}", provider_handler(graph))
     app.router.add_route("*", "/calendar/v3/{tail:.*}", provider_handler(google))
     app.router.add_route("*", google.TOKEN_PATH, provider_handler(google))
+    app.router.add_route("*", google_oauth.AUTHORIZE_PATH, provider_handler(google_oauth))
+    app.router.add_route("*", google_oauth.REVOKE_PATH, provider_handler(google_oauth))
+    for path in instagram_oauth.PATHS:
+        app.router.add_route("*", path, provider_handler(instagram_oauth))
     return app

@@ -226,6 +226,29 @@ async def instagram_inbound(request: web.Request) -> web.Response:
     return json_response({"ig_id": ig_id, "sender_id": sender, "received_at": at}, 201)
 
 
+async def google_expire_tokens(request: web.Request) -> web.Response:
+    """Every Google access token issued so far expires now (the sandbox's token clock)."""
+    state = state_of(request)
+    now = time.monotonic()
+    expired = 0
+    for token in state.google_token_expiry:
+        state.google_token_expiry[token] = now - 1
+        expired += 1
+    return json_response({"expired": expired})
+
+
+async def google_revoke_all(request: web.Request) -> web.Response:
+    """The user removes the app's access at Google: every OAuth-issued refresh token (and the
+    access tokens it gave) stops working."""
+    from sandbox.google_oauth import revoke_refresh_token
+
+    state = state_of(request)
+    tokens = list(state.google_refresh_tokens)
+    for refresh in tokens:
+        revoke_refresh_token(state, refresh)
+    return json_response({"revoked": len(tokens)})
+
+
 async def reset(request: web.Request) -> web.Response:
     state_of(request).reset()
     return json_response({"status": "reset"})
@@ -249,4 +272,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sandbox/whatsapp/templates", add_whatsapp_template)
     r.add_post("/_sandbox/whatsapp/inbound", whatsapp_inbound)
     r.add_post("/_sandbox/instagram/inbound", instagram_inbound)
+    r.add_post("/_sandbox/google/expire_tokens", google_expire_tokens)
+    r.add_post("/_sandbox/google/revoke_all", google_revoke_all)
     r.add_post("/_sandbox/reset", reset)

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from sandbox.common import json_response, outcome, override_response, state_of, url_safe_id
+from sandbox import google_oauth
+from sandbox.common import json_response, outcome, override_response, state_of
 from sandbox.control import echo_request
 from sandbox.state import State, acquire, retry_after_seconds
 
@@ -431,48 +432,51 @@ def _token(state: State, request: web.Request) -> web.Response:
         outcome(request, "invalid_request")
         return oauth_error(405, "invalid_request", "Method not allowed")
     grant = params.get("grant_type")
+    if grant == "authorization_code":
+        return google_oauth.code_exchange(state, request, params)
     if grant != "refresh_token":
         outcome(request, "invalid_request")
         return oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant or ''}")
-    client_id = params.get("client_id")
+    client_id, secret = google_oauth.client_credentials(request, params)
     if not client_id:
         outcome(request, "invalid_client")
         return oauth_error(400, "invalid_request", "Could not determine client ID from request.")
-    candidates = [
-        a
-        for a in state.accounts[SLUG].values()
-        if a["client_id"] == client_id and a["refresh_token"]
-    ]
+    candidates = [a for a in state.accounts[SLUG].values() if a["client_id"] == client_id]
     if not candidates:
         outcome(request, "invalid_client")
         return oauth_error(401, "invalid_client", "The OAuth client was not found.")
-    secret = str(params.get("client_secret") or "")
-    if not any(hmac.compare_digest(a["client_secret"], secret) for a in candidates):
+    if not any(hmac.compare_digest(a["client_secret"] or "", secret) for a in candidates):
         outcome(request, "invalid_client")
         return oauth_error(401, "invalid_client", "Unauthorized")
     refresh = params.get("refresh_token")
     if not refresh:
         outcome(request, "invalid_request")
         return oauth_error(400, "invalid_request", "Missing required parameter: refresh_token")
-    account = next(
-        (
-            a
-            for a in candidates
-            if a["refresh_token"] == refresh and hmac.compare_digest(a["client_secret"], secret)
-        ),
-        None,
+    # A refresh token an OAuth grant issued (google_oauth.py), or one registered with an account.
+    issued = state.google_refresh_tokens.get(refresh)
+    account = (
+        issued["account"]
+        if issued is not None and issued["client_id"] == client_id
+        else next(
+            (
+                a
+                for a in candidates
+                if a["refresh_token"] == refresh
+                and refresh not in state.google_revoked
+                and hmac.compare_digest(a["client_secret"] or "", secret)
+            ),
+            None,
+        )
     )
     if account is None:
         outcome(request, "invalid_grant")
         return oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
-    token = "ya29.a0" + url_safe_id(96)
-    state.google_tokens[token] = account
-    state.google_token_expiry[token] = time.monotonic() + TOKEN_TTL
+    token = google_oauth.issue_access_token(state, account, refresh)
     outcome(request, "token_issued")
     return json_response(
         {
             "access_token": token,
-            "expires_in": TOKEN_TTL,
+            "expires_in": int(state.config["google_token_ttl_seconds"]),
             "scope": params.get("scope") or account["scope"],
             "token_type": "Bearer",
         },

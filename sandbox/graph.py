@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from sandbox import meta_webhooks
+from sandbox import instagram_oauth, meta_webhooks
 from sandbox.common import bearer_token, json_response, outcome, override_response, state_of
 from sandbox.control import echo_request
 from sandbox.state import acquire
@@ -135,12 +135,17 @@ async def handle(request: web.Request) -> web.Response:
             "An active access token must be used to query information about the current user.",
             2500,
         )
-    account = state.accounts[SLUG].get(token)
+    account = state.accounts[SLUG].get(token) or instagram_oauth.graph_account(state, token)
     if account is None:
         outcome(request, "auth_failed")
         return error("Invalid OAuth access token - Cannot parse access token", 190)
     ig_id = account["ig_id"]
     known = node in ("me", ig_id) or (account["page_id"] is not None and node == account["page_id"])
+    if edge == "permissions" and request.method == "DELETE" and known:
+        # Meta's permission delete: the app loses the account's tokens (OAuth-issued ones).
+        revoked = instagram_oauth.revoke(state, token)
+        outcome(request, "revoked" if revoked else "not_revocable")
+        return json_response({"success": True})
     if edge is not None and edge != "messages":
         outcome(request, "not_found")
         return error(f"Unknown path components: /{edge}", 2500)

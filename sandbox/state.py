@@ -29,6 +29,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "callback_duplicate_rate": 0.0,
     "whatsapp_sender_mps": 80.0,
     "timeout_hold_seconds": 60.0,
+    # OAuth (google_oauth.py, instagram_oauth.py): consent "allow" or "deny", token lifetimes
+    # (seconds; tests shorten them), whether a Google code exchange gives a refresh token, and
+    # how old an Instagram long-lived token must be before it can be refreshed.
+    "google_oauth_consent": "allow",
+    "google_oauth_refresh_token": True,
+    # A space-separated scope the consent grants instead of the one asked (granular consent).
+    "google_oauth_granted_scope": None,
+    "google_token_ttl_seconds": 3599,
+    "instagram_oauth_consent": "allow",
+    "instagram_token_ttl_seconds": 5_184_000,
+    "instagram_refresh_min_age_seconds": 86_400,
 }
 
 
@@ -154,6 +165,14 @@ class State:
         self.google_events: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.google_tokens: dict[str, dict[str, Any]] = {}
         self.google_token_expiry: dict[str, float] = {}
+        # OAuth: authorization codes, issued refresh tokens, access token -> its refresh token,
+        # revoked registered refresh tokens; Instagram's issued tokens and codes.
+        self.google_codes: dict[str, dict[str, Any]] = {}
+        self.google_refresh_tokens: dict[str, dict[str, Any]] = {}
+        self.google_token_parent: dict[str, str] = {}
+        self.google_revoked: set[str] = set()
+        self.instagram_codes: dict[str, dict[str, Any]] = {}
+        self.instagram_tokens: dict[str, dict[str, Any]] = {}
         self.add_accounts(self.preload)
 
     def add_accounts(self, specs: list[Any]) -> list[dict[str, Any]]:
@@ -213,6 +232,15 @@ class State:
             elif key in _CALLBACK_CHECKS:
                 if not _CALLBACK_CHECKS[key](value):
                     raise ConfigError(_CALLBACK_RULES[key])
+            elif key in ("google_oauth_consent", "instagram_oauth_consent"):
+                if value not in ("allow", "deny"):
+                    raise ConfigError(f"{key} must be allow or deny")
+            elif key == "google_oauth_granted_scope":
+                if value is not None and not (isinstance(value, str) and value.strip()):
+                    raise ConfigError(f"{key} must be a scope string or null")
+            elif key == "google_oauth_refresh_token":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{key} must be true or false")
             elif key == "google_rate_limit_status":
                 if value not in (403, 429):
                     raise ConfigError("google_rate_limit_status must be 403 or 429")

@@ -94,6 +94,26 @@ class SandboxClient:
     def clear_requests(self) -> None:
         self._call("DELETE", "/_sandbox/requests")
 
+    def google_expire_tokens(self) -> int:
+        """Expire every Google access token issued so far; returns how many."""
+        return self._call("POST", "/_sandbox/google/expire_tokens").json()["expired"]
+
+    def google_revoke_all(self) -> int:
+        """Revoke every OAuth-issued Google refresh token (the user removed the app's access)."""
+        return self._call("POST", "/_sandbox/google/revoke_all").json()["revoked"]
+
+    def token_calls(
+        self, grant_type: str = "refresh_token", since: int = 0
+    ) -> list[dict[str, Any]]:
+        """Recorded POSTs to Google's token endpoint with this grant_type."""
+        return [
+            r
+            for r in self.requests("google_calendar", since=since)
+            if r["path"] == "/token"
+            and isinstance(r["body"], dict)
+            and r["body"].get("grant_type") == grant_type
+        ]
+
     def callbacks(self, provider: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         """Callbacks and webhooks the sandbox sent (or refused to send), oldest first."""
         params: dict[str, Any] = {"since": since}

@@ -72,6 +72,12 @@ class IntegrationAdmin(admin.ModelAdmin):
         "credentials_rejected_at",
         "last_error_at",
         "last_error",
+        "auth_method",
+        "token_expires_at",
+        "access_token_expires_at",
+        "token_refreshed_at",
+        "needs_reauth_at",
+        "needs_reauth_reason",
     ]
 
     def save_model(

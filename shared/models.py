@@ -22,6 +22,11 @@ class Role(models.TextChoices):
     MEMBER = "member", "Member"
 
 
+class AuthMethod(models.TextChoices):
+    PASTED = "pasted", "Pasted"
+    OAUTH = "oauth", "OAuth"
+
+
 class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -87,6 +92,22 @@ class Integration(models.Model):
     key_unavailable_at = models.DateTimeField(null=True, blank=True)
     # The opaque, unguessable id in this integration's receipt URLs (/webhooks/<provider>/<key>/…).
     webhook_key = models.CharField(max_length=64, unique=True, default=new_webhook_key)
+    # How the token came: pasted (`pasted`) or through "Connect with …" (`oauth`, docs/oauth.md).
+    # With OAuth, Google's `token_encrypted` is the refresh token and Instagram's the
+    # long-lived access token; `token_expires_at` is that token's expiry when the provider
+    # says it (Instagram: 60 days, renewed by beat).
+    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices, default="pasted")
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    # Google: the last access token a refresh gave (Fernet), reused by every task until it
+    # nears its expiry instead of one token call per task.
+    access_token_encrypted = models.TextField(blank=True, default="")
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    token_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the provider refused the refresh token or the token itself for good
+    # (invalid_grant, revoked, expired): sends stop calling the provider until a person
+    # connects again.
+    needs_reauth_at = models.DateTimeField(null=True, blank=True)
+    needs_reauth_reason = models.CharField(max_length=500, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -102,6 +123,31 @@ class Integration(models.Model):
     @property
     def has_token(self) -> bool:
         return bool(self.token_encrypted)
+
+
+class OAuthState(models.Model):
+    """One started "Connect with …" flow: single use, short-lived, bound to the organization,
+    the admin who started it, the browser that started it and (Google) the PKCE verifier.
+
+    Only SHA-256 digests of the `state` value and of the browser cookie are stored; the
+    verifier is Fernet ciphertext."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    state_digest = models.CharField(max_length=64, unique=True)
+    browser_digest = models.CharField(max_length=64)
+    verifier_encrypted = models.TextField(blank=True, default="")
+    extra = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="oauth_state_expiry")]
+
+    def __str__(self) -> str:
+        return f"oauth state {self.pk} {self.provider} for {self.organization_id}"
 
 
 class AuditEvent(models.Model):

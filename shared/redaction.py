@@ -27,7 +27,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9_.~+/=:-]{8,}"), r"\1 " + REDACTED),
     (re.compile(r"\b(Token)\s+[0-9a-f]{40}\b"), r"\1 " + REDACTED),  # DRF API token header
-    (re.compile(r"(?i)([?&](?:access_token|token|api_key|key)=)[^&\s'\"]+"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"(?i)([?&](?:access_token|refresh_token|token|api_key|key|client_secret|code"
+            r"|code_verifier)=)[^&\s'\"]+"
+        ),
+        r"\1" + REDACTED,
+    ),
 )
 
 # What a value must look like to join the process-wide list (it then censors every log line, so

@@ -163,3 +163,43 @@ def assert_error_envelope(response, status: int) -> dict:
     assert body["ok"] is False
     assert isinstance(body["message"], str) and body["message"]
     return body
+
+
+# "Connect with Google / Instagram" (docs/oauth.md): the deployment's OAuth clients in tests,
+# with canary secrets, and the sandbox accounts that consent through them.
+OAUTH_CLIENTS = {
+    "google_calendar": {
+        "client_id": "corbi-test.apps.googleusercontent.com",
+        "client_secret": "GOCSPX-cnryGoSq5Lk8Wz3Xv6Nb1Pm4Rt7",
+        "email": "ana@sandbox.test",
+    },
+    "instagram": {
+        "app_id": "990011223344",
+        "app_secret": "cnryIgApSx4Hd8Kw2Lz6Qv9Bn3Mt7Jr5",
+        "ig_id": "17841400000000777",
+        "username": "acme.bistro",
+    },
+}
+
+
+def oauth_settings(settings, sandbox_url: str, public_url: str) -> None:
+    """Providers on the sandbox, the OAuth clients configured, callbacks at `public_url`."""
+    point_providers_at(settings, sandbox_url)
+    google, instagram = OAUTH_CLIENTS["google_calendar"], OAUTH_CLIENTS["instagram"]
+    settings.GOOGLE_OAUTH_CLIENT_ID = google["client_id"]
+    settings.GOOGLE_OAUTH_CLIENT_SECRET = google["client_secret"]
+    settings.GOOGLE_OAUTH_AUTH_URI = sandbox_url + "/o/oauth2/v2/auth"
+    settings.GOOGLE_REVOKE_URI = sandbox_url + "/revoke"
+    settings.INSTAGRAM_APP_ID = instagram["app_id"]
+    settings.INSTAGRAM_APP_SECRET = instagram["app_secret"]
+    settings.INSTAGRAM_OAUTH_AUTHORIZE_URL = sandbox_url + "/oauth/authorize"
+    settings.INSTAGRAM_OAUTH_TOKEN_URL = sandbox_url + "/oauth/access_token"
+    settings.INSTAGRAM_GRAPH_HOST = sandbox_url
+    settings.PUBLIC_BASE_URL = public_url
+    settings.OAUTH_SETTINGS_URL = ""
+
+
+def register_oauth_accounts(sandbox_client) -> None:
+    """The sandbox users who consent through the test OAuth clients."""
+    sandbox_client.add_account("google_calendar", **OAUTH_CLIENTS["google_calendar"])
+    sandbox_client.add_account("instagram", **OAUTH_CLIENTS["instagram"])

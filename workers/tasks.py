@@ -26,6 +26,7 @@ from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
 from shared.services.bookings import booking_sync
 from shared.services.outbox import DELIVER_MESSAGES, SYNC_BOOKING, publish
+from shared.services.tokens import tokens_refresh_due
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,19 @@ def sweep_outbox() -> dict[str, int]:
             swept,
         )
     return swept
+
+
+@shared_task(name="workers.tasks.refresh_tokens", ignore_result=True)
+def refresh_tokens() -> dict[str, int]:
+    """Beat: refresh the tokens that expire before the next run (one locked refresh each)."""
+    counts = tokens_refresh_due()
+    if any(counts.values()):
+        logger.info(
+            "Token refresh: %(google_calendar)d Google access token(s), %(instagram)d "
+            "Instagram token(s) renewed, %(failed)d failed.",
+            counts,
+        )
+    return counts
 
 
 @task_prerun.connect

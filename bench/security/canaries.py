@@ -26,6 +26,9 @@ def make_canaries() -> dict[str, str]:
         # The deployment's Meta app: the secret signs posts, the verify token is the handshake's.
         "meta_app_secret": "cnryMetaSecret" + rand(24),
         "meta_verify_token": "cnryVerify" + rand(24),
+        # The deployment's OAuth clients ("Connect with Google / Instagram").
+        "google_oauth_client_secret": "GOCSPX-cnry" + rand(24),
+        "instagram_app_secret": "cnryIgApp" + rand(24),
     }
 
 

@@ -19,6 +19,8 @@ CIPHERTEXT = {
     ("shared_webhookendpoint", "secret_encrypted"),
     ("shared_webhookendpoint", "previous_secret_encrypted"),
     ("shared_message", "attachments_encrypted"),
+    ("shared_integration", "access_token_encrypted"),
+    ("shared_oauthstate", "verifier_encrypted"),
 }
 ROTATION_MESSAGES = 300
 EXAMPLES = int(os.environ.get("SECURITY_MAX_EXAMPLES", "12"))

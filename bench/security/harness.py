@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from bench.common import PG, recreate_database
 from bench.security.canaries import make_canaries
 from bench.security.config import DB_NAME, PROVIDERS, REDIS_URL, extra_for, sandbox_accounts
+from bench.security.oauth import oauth_env
 from bench.security.receiver import EventReceiver
 from devtools import commands
 from devtools.procs import Proc, Procs, free_port, manage, wait_for
@@ -73,6 +74,7 @@ class Run:
             PUBLIC_BASE_URL=self.base,
             META_APP_SECRET=self.tokens["meta_app_secret"],
             META_WEBHOOK_VERIFY_TOKEN=self.tokens["meta_verify_token"],
+            **oauth_env(self),
             # http:// to the harness's own receiver only (its exact ip:port); nothing else private.
             WEBHOOK_ALLOW_HTTP="1",
             WEBHOOK_ALLOW_PRIVATE_TARGETS="0",

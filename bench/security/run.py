@@ -12,6 +12,7 @@ from bench.security.endpoints import endpoints_step, seed_endpoints
 from bench.security.events import events_check, events_setup
 from bench.security.harness import Run
 from bench.security.malformed import malformed_input
+from bench.security.oauth import oauth_flow
 from bench.security.receipts import receivers_step
 from bench.security.redaction import attachment_canary, encoded_echoes, tenant_redaction
 from bench.security.report import markdown
@@ -32,6 +33,7 @@ STEPS: list[Callable[[Run], None]] = [
     events_setup,
     receivers_step,
     events_check,
+    oauth_flow,
     canary_sweep,
     check_deploy,
 ]

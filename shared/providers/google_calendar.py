@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import google_auth_httplib2
@@ -21,6 +22,8 @@ from .base import OutboundMessage, ProviderAdapter, ProviderError, retry_after_s
 from .spec import ExtraField, ProviderSpec
 
 T = TypeVar("T")
+# (the access token that went stale, or None) -> (a fresh access token, its naive-UTC expiry)
+Refresher = Callable[[str | None], tuple[str, datetime]]
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
@@ -52,7 +55,7 @@ class GoogleCalendar(ProviderAdapter):
         vendor="Google Calendar",
         token_help=(
             'access token (`ya29.…`) or authorized-user JSON `{"refresh_token", "client_id",'
-            ' "client_secret"}`'
+            ' "client_secret"}`; or none: "Connect with Google" (OAuth, docs/oauth.md)'
         ),
         token_problem=lambda token: (
             _authorized_user_problem(token) if token.startswith("{") else ""
@@ -75,11 +78,23 @@ class GoogleCalendar(ProviderAdapter):
         base_url: str,
         timeout: float = 10.0,
         token_uri: str = GOOGLE_TOKEN_URI,
+        refresher: Refresher | None = None,
+        access_token: str | None = None,
+        access_token_expiry: datetime | None = None,
         **options: Any,
     ) -> None:
+        """`refresher`, when given, renews the access token (the caller's shared, locked
+        refresh: called with the token that went stale, it returns a fresh token and its
+        naive-UTC expiry, or raises RefreshError); `access_token`/`access_token_expiry` are the
+        last token it gave. The adapter then never holds a refresh token or client secret."""
         super().__init__(token=token, extra=extra, base_url=base_url, timeout=timeout, **options)
         self.calendar_id = str(self.extra.get("calendar_id") or "primary")
-        self._credentials = self._build_credentials(token, token_uri)
+        if refresher is not None:
+            self._credentials = self._managed_credentials(
+                refresher, access_token, access_token_expiry
+            )
+        else:
+            self._credentials = self._build_credentials(token, token_uri)
         authorized = google_auth_httplib2.AuthorizedHttp(
             self._credentials, http=httplib2.Http(timeout=self.timeout)
         )
@@ -154,6 +169,19 @@ class GoogleCalendar(ProviderAdapter):
         creds = getattr(self, "_credentials", None)
         extra = [creds.token, creds.refresh_token, creds.client_secret] if creds else []
         return [self._token, *(secret for secret in extra if secret)]
+
+    def _managed_credentials(
+        self, refresher: Refresher, token: str | None, expiry: datetime | None
+    ) -> Credentials:
+        credentials = Credentials(token=token or None, expiry=expiry)
+
+        def handler(request: Any, scopes: Any = None) -> tuple[str, datetime]:
+            # google-auth calls this before a request when the token is missing or near its
+            # expiry, and after a 401 (AuthorizedHttp): hand over the token that went stale.
+            return refresher(credentials.token)
+
+        credentials.refresh_handler = handler
+        return credentials
 
     def _build_credentials(self, token: str, token_uri: str) -> Credentials:
         if not token.lstrip().startswith("{"):
@@ -238,6 +266,8 @@ class GoogleCalendar(ProviderAdapter):
     def _map_refresh_error(self, exc: RefreshError) -> ProviderError:
         response = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Mapping) else {}
         code = str(response.get("error") or "")
+        if code == "needs_reauth":  # our own refusal: the integration must be connected again
+            return self._error(str(exc.args[0])[:300], kind="credentials", code=code)
         if exc.retryable:
             return self._error(
                 f"Google's token endpoint failed ({code or 'temporary error'})",

@@ -34,7 +34,10 @@ class InstagramGraph(ProviderAdapter):
         slug="instagram",
         label="Instagram messaging",
         vendor="Instagram",
-        token_help="access token (`IGAA…`/`EAA…`)",
+        token_help=(
+            'access token (`IGAA…`/`EAA…`); or none: "Connect with Instagram" (OAuth, '
+            "docs/oauth.md)"
+        ),
         extra=(
             ExtraField(
                 "instagram_scoped_id", fields.numeric_id, "numeric IG account id", required=True

@@ -165,6 +165,15 @@ def _sync(booking_pk: int) -> DeliveryOutcome:
         return DeliveryOutcome(OutcomeStatus.SKIPPED, reason="claimed elsewhere")
     try:
         integration = _calendar(booking.organization)
+        if integration.needs_reauth_at is not None:
+            # No provider call until a person connects the calendar again.
+            raise ProviderError(
+                "Google Calendar needs to be connected again "
+                f"({integration.needs_reauth_reason or 'credentials refused'})",
+                kind="credentials",
+                provider=Provider.GOOGLE_CALENDAR,
+                code="needs_reauth",
+            )
         adapter = integration_adapter(integration)
         if booking.cancelled:
             adapter.delete_event(f"{booking.organization_id}:{booking.booking_id}")

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -18,13 +19,14 @@ from django.utils import timezone
 from shared.crypto import TokenDecryptionError, encrypt_token, token_fingerprint
 from shared.errors import NotFound, ValidationFailed
 from shared.events.announce import credentials_rejected
-from shared.models import Integration, Organization
+from shared.models import AuthMethod, Integration, Organization
 from shared.providers.base import OutboundMessage, ProviderError
 from shared.providers.registry import SPECS
 from shared.services.audit import audit_event_record
 from shared.services.connection_slots import TEST_SLOTS
 from shared.services.keys import integration_token
 from shared.services.providers import integration_adapter
+from shared.services.tokens import integration_token_revoke
 from shared.validation import validate_extra, validate_token
 
 logger = logging.getLogger(__name__)
@@ -54,14 +56,8 @@ def integration_connect(
     integration, created = Integration.objects.select_for_update().get_or_create(
         organization=organization, provider=provider
     )
-    integration.token_encrypted = encrypt_token(token)
+    _store_credentials(integration, token, now)
     integration.extra = cleaned
-    integration.is_active = True
-    integration.connected_at = now
-    integration.credentials_rejected_at = None
-    integration.key_unavailable_at = None
-    integration.last_error = ""
-    integration.last_error_at = None
     integration.save()
     audit_event_record(
         organization=organization,
@@ -74,26 +70,114 @@ def integration_connect(
     return integration
 
 
+def _store_credentials(
+    integration: Integration,
+    token: str,
+    now: datetime,
+    *,
+    method: str = AuthMethod.PASTED,
+    token_expires_at: datetime | None = None,
+    access_token: str = "",
+    access_token_expires_at: datetime | None = None,
+) -> None:
+    """Put a new credential on the row (not saved): encrypted, every status it ends cleared."""
+    integration.token_encrypted = encrypt_token(token)
+    integration.auth_method = method
+    integration.token_expires_at = token_expires_at
+    integration.access_token_encrypted = encrypt_token(access_token) if access_token else ""
+    integration.access_token_expires_at = access_token_expires_at if access_token else None
+    integration.token_refreshed_at = now if access_token else None
+    integration.is_active = True
+    integration.connected_at = now
+    integration.credentials_rejected_at = None
+    integration.needs_reauth_at = None
+    integration.needs_reauth_reason = ""
+    integration.key_unavailable_at = None
+    integration.last_error = ""
+    integration.last_error_at = None
+
+
 @transaction.atomic
-def integration_disconnect(
-    *, organization: Organization, provider: str, actor: AbstractBaseUser | None = None
+def integration_oauth_connect(
+    *,
+    organization: Organization,
+    provider: str,
+    token: str,
+    extra: dict[str, Any],
+    actor: AbstractBaseUser | None = None,
+    token_expires_at: datetime | None = None,
+    access_token: str = "",
+    access_token_expires_at: datetime | None = None,
 ) -> Integration:
-    """Soft-disconnect: keep the row, mark it inactive and erase the stored token; audits it."""
-    try:
-        integration = Integration.objects.select_for_update().get(
-            organization=organization, provider=provider
-        )
-    except Integration.DoesNotExist:
-        raise NotFound(f"{provider} is not connected for this organization.") from None
-    integration.token_encrypted = ""
-    integration.is_active = False
-    integration.save(update_fields=["token_encrypted", "is_active", "updated_at"])
+    """Create or overwrite the integration with what an OAuth flow gave (Google: the refresh
+    token plus the first access token; Instagram: the long-lived token), encrypted; audits it.
+
+    `extra` is validated like a pasted connection's; settings of the existing row that the flow
+    does not set (a rate limit, a test destination) are kept."""
+    now = timezone.now()
+    integration, created = Integration.objects.select_for_update().get_or_create(
+        organization=organization, provider=provider
+    )
+    kept = {} if created else dict(integration.extra)
+    cleaned = validate_extra(provider, {**kept, **extra})
+    _store_credentials(
+        integration,
+        token,
+        now,
+        method=AuthMethod.OAUTH,
+        token_expires_at=token_expires_at,
+        access_token=access_token,
+        access_token_expires_at=access_token_expires_at,
+    )
+    integration.extra = cleaned
+    integration.save()
     audit_event_record(
         organization=organization,
         actor=actor,
-        action="integration.disconnected",
+        action="integration.connected",
         provider=provider,
+        token_fingerprint=token_fingerprint(token),
+        data={"created": created, "method": AuthMethod.OAUTH.value},
     )
+    return integration
+
+
+def integration_disconnect(
+    *, organization: Organization, provider: str, actor: AbstractBaseUser | None = None
+) -> Integration:
+    """Soft-disconnect: revoke an OAuth-obtained token at the provider (best effort, bounded by
+    PROVIDER_TIMEOUT_SECONDS), then keep the row, mark it inactive and erase every stored
+    token; audits it with whether the provider confirmed the revocation."""
+    integration = integration_get(organization=organization, provider=provider)
+    revoked = None
+    if integration.is_active and integration.token_encrypted:
+        try:
+            revoked = integration_token_revoke(integration, integration_token(integration))
+        except TokenDecryptionError:
+            revoked = False
+    with transaction.atomic():
+        integration = Integration.objects.select_for_update().get(pk=integration.pk)
+        integration.token_encrypted = ""
+        integration.access_token_encrypted = ""
+        integration.access_token_expires_at = None
+        integration.is_active = False
+        integration.save(
+            update_fields=[
+                "token_encrypted",
+                "access_token_encrypted",
+                "access_token_expires_at",
+                "is_active",
+                "updated_at",
+            ]
+        )
+        data = {} if revoked is None else {"revoked_at_provider": revoked}
+        audit_event_record(
+            organization=organization,
+            actor=actor,
+            action="integration.disconnected",
+            provider=provider,
+            data=data,
+        )
     return integration
 
 

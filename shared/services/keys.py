@@ -141,7 +141,27 @@ def integration_tokens_rotate(*, batch_size: int = 200) -> RotationResult:
                     token_encrypted=new, key_unavailable_at=None
                 )
                 result.rotated += 1
+    _saved_access_tokens_rotate()
     return result
+
+
+def _saved_access_tokens_rotate() -> None:
+    """Re-encrypt the saved Google access tokens under the first key; one that no key decrypts
+    is dropped (the next task refreshes it). Each row changes only if its ciphertext did not."""
+    rows = Integration.objects.exclude(access_token_encrypted="").values_list(
+        "pk", "access_token_encrypted"
+    )
+    for pk, ciphertext in rows:
+        if is_current(ciphertext):
+            continue
+        try:
+            new = rotate_ciphertext(ciphertext)
+        except TokenDecryptionError:
+            new = ""
+        changed = {"access_token_encrypted": new}
+        if not new:
+            changed["access_token_expires_at"] = None
+        Integration.objects.filter(pk=pk, access_token_encrypted=ciphertext).update(**changed)
 
 
 def message_attachments_rotate(*, batch_size: int = 200) -> RotationResult:

@@ -6,10 +6,11 @@ from typing import Any
 
 from django.conf import settings
 
-from shared.models import Integration
+from shared.models import Integration, Provider
 from shared.providers.base import ProviderAdapter
 from shared.providers.registry import build_adapter, spec_for
 from shared.services.keys import integration_token
+from shared.services.tokens import google_adapter_options
 
 
 def provider_endpoint(slug: str) -> tuple[str, dict[str, Any]]:
@@ -31,9 +32,13 @@ def integration_adapter(
     `token` is the already decrypted token when the caller decrypted it once for several sends.
     """
     base_url, options = provider_endpoint(integration.provider)
+    token = integration_token(integration) if token is None else token
+    if integration.provider == Provider.GOOGLE_CALENDAR:
+        # A refreshable token: the saved access token and the shared, locked refresh.
+        options.update(google_adapter_options(integration, token))
     return build_adapter(
         integration.provider,
-        token=integration_token(integration) if token is None else token,
+        token=token,
         extra={**integration.extra, **(extra_override or {})},
         base_url=base_url,
         timeout=settings.PROVIDER_TIMEOUT_SECONDS if timeout is None else timeout,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
 from django.test import RequestFactory
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 import api.views
@@ -118,6 +123,68 @@ def redeliver_to_disabled_endpoint(cast) -> object:
 
 
 # case id: (code, status, request(cast) -> response, optional setup(monkeypatch, settings)).
+def oauth_ready(monkeypatch, settings) -> None:
+    """A setup step: "Connect with Google" configured; its endpoints on a closed port."""
+    settings.GOOGLE_OAUTH_CLIENT_ID = "cid.apps.googleusercontent.com"
+    settings.GOOGLE_OAUTH_CLIENT_SECRET = "GOCSPX-test-only"
+    settings.PUBLIC_BASE_URL = "http://testserver"
+    settings.OAUTH_SETTINGS_URL = ""
+    for name in ("GOOGLE_OAUTH_AUTH_URI", "GOOGLE_TOKEN_URI", "GOOGLE_REVOKE_URI"):
+        setattr(settings, name, "http://127.0.0.1:9/" + name.lower())
+
+
+def token_endpoint(status: int, body: dict):
+    """A setup step: Google's token endpoint is a loopback stub answering `status` + `body`."""
+
+    def setup(monkeypatch, settings) -> None:
+        class Stub(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        server = HTTPServer(("127.0.0.1", 0), Stub)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        settings.GOOGLE_TOKEN_URI = f"http://127.0.0.1:{server.server_port}/token"
+
+    return setup
+
+
+def oauth_callback(params: dict, *, cookie: bool = True, before=None, times: int = 1):
+    """Start "Connect with Google" as acme's admin, then call the callback with its state."""
+
+    def request(cast):
+        client = admin(cast)
+        started = client.post("/api/integrations/google_calendar/oauth/start/", {}, format="json")
+        url = started.json()["authorization_url"]
+        state = parse_qs(urlsplit(url).query)["state"][0]
+        if not cookie:
+            client.cookies.clear()
+        if before is not None:
+            before()
+        for _ in range(times):
+            response = client.get("/oauth/google/callback/", {"state": state, **params})
+        return response
+
+    return request
+
+
+def _expire_states() -> None:
+    from shared.models import OAuthState
+
+    OAuthState.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
+GOOD_TOKENS = {"access_token": "ya29.x" + "y" * 30, "expires_in": 3599, "token_type": "Bearer"}
+CALENDAR = "https://www.googleapis.com/auth/calendar"
+
 CASES = {
     "validation_failed:serializer": (
         "validation_failed",
@@ -299,6 +366,77 @@ CASES = {
             "/api/webhook-endpoints/", {"url": "http://169.254.169.254/"}, format="json"
         ),
         strict_webhook_targets,
+    ),
+    "oauth_not_supported": (
+        "oauth_not_supported",
+        400,
+        lambda c: admin(c).post("/api/integrations/telegram/oauth/start/", {}, format="json"),
+        oauth_ready,
+    ),
+    "oauth_not_configured": (
+        "oauth_not_configured",
+        503,
+        lambda c: admin(c).post(
+            "/api/integrations/google_calendar/oauth/start/", {}, format="json"
+        ),
+    ),
+    "state_invalid": (
+        "state_invalid",
+        400,
+        lambda c: APIClient().get("/oauth/google/callback/", {"state": "nope", "code": "x"}),
+    ),
+    "state_mismatch": (
+        "state_mismatch",
+        400,
+        oauth_callback({"code": "x"}, cookie=False),
+        oauth_ready,
+    ),
+    "state_used": (
+        "state_used",
+        400,
+        oauth_callback({"error": "access_denied"}, times=2),
+        oauth_ready,
+    ),
+    "state_expired": (
+        "state_expired",
+        400,
+        oauth_callback({"code": "x"}, before=_expire_states),
+        oauth_ready,
+    ),
+    "consent_denied": (
+        "consent_denied",
+        400,
+        oauth_callback({"error": "access_denied"}),
+        oauth_ready,
+    ),
+    "code_missing": ("code_missing", 400, oauth_callback({}), oauth_ready),
+    "oauth_failed": ("oauth_failed", 400, oauth_callback({"error": "server_error"}), oauth_ready),
+    "provider_unavailable": (
+        "provider_unavailable",
+        400,
+        oauth_callback({"code": "x"}),
+        oauth_ready,
+    ),
+    "code_rejected": (
+        "code_rejected",
+        400,
+        oauth_callback({"code": "x"}),
+        oauth_ready,
+        token_endpoint(400, {"error": "invalid_grant", "error_description": "Bad Request"}),
+    ),
+    "scope_not_granted": (
+        "scope_not_granted",
+        400,
+        oauth_callback({"code": "x"}),
+        oauth_ready,
+        token_endpoint(200, {**GOOD_TOKENS, "refresh_token": "1//" + "r" * 30, "scope": "openid"}),
+    ),
+    "no_refresh_token": (
+        "no_refresh_token",
+        400,
+        oauth_callback({"code": "x"}),
+        oauth_ready,
+        token_endpoint(200, {**GOOD_TOKENS, "scope": CALENDAR}),
     ),
     "webhook_endpoint_disabled": ("webhook_endpoint_disabled", 409, redeliver_to_disabled_endpoint),
     "webhook_endpoint_limit": (

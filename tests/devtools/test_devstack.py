@@ -127,6 +127,12 @@ def test_make_demo_keeps_running_restarts_a_killed_worker_and_stops_everything_o
             "the demo",
         )
         assert "Demo succeeded" in stack.output(), stack.output()[-3000:]
+        # The demo calendar was connected through the OAuth flow (sandbox consent), then synced.
+        google = [line for line in stack.output().splitlines() if "oogle" in line]
+        assert any(
+            "Google Calendar (OAuth): Google Calendar connected." in line for line in google
+        ), "\n".join(google)
+        assert "google_calendar  connect oauth  test ok=True" in stack.output()
         assert stack.proc.poll() is None, "make demo exited after the demo"
         [first] = stack.pids("worker")
         os.kill(first, signal.SIGKILL)

@@ -16,10 +16,11 @@ from shared.models import (
     Integration,
     Message,
     MessageAttempt,
+    OAuthState,
     Suppression,
 )
 from shared.services.bookings import booking_event_id
-from tests.factories import SANDBOX_ACCOUNTS, connect, point_providers_at
+from tests.factories import SANDBOX_ACCOUNTS, connect, oauth_settings, point_providers_at
 
 DESTINATION = {
     "whatsapp": "+14155550100",
@@ -38,6 +39,7 @@ MODELS = (
     Event,
     EventDelivery,
     Suppression,
+    OAuthState,
 )
 # How each model reaches its organization, when not by `organization`.
 ORG_PATH = {MessageAttempt: "message__organization", EventDelivery: "endpoint__organization"}
@@ -125,6 +127,7 @@ def seed_org(member, tag: str) -> dict:
 def world(cast, sandbox, sandbox_client, settings):
     """acme (admin alice, member bob) and globex (admin mallory), both fully seeded."""
     point_providers_at(settings, sandbox.url)
+    oauth_settings(settings, sandbox.url, "http://testserver")
     settings.TEST_CONNECTION_TIMEOUT_SECONDS = 2.0
     register_sandbox_accounts(sandbox_client)
     acme = seed_org(cast["admin"], "acme")

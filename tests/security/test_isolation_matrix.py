@@ -55,6 +55,14 @@ MATRIX = [
         member=403,
         touches_provider=True,
     ),
+    # "Connect with Google": starting the flow is an admin's write (it binds a state row).
+    Row(
+        "api/integrations/<str:provider>/oauth/start/",
+        "post",
+        "/api/integrations/google_calendar/oauth/start/",
+        {"calendar_id": "primary"},
+        member=403,
+    ),
     Row("api/audit/", "get", "/api/audit/", member=403, list_key="results"),
     Row("api/messages/", "get", "/api/messages/", list_key="results"),
     Row("api/messages/", "post", "/api/messages/", MESSAGE, admin=202, member=202),

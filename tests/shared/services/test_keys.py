@@ -196,3 +196,34 @@ def test_health_and_the_integration_show_a_token_found_undecryptable_until_it_de
     assert sent.status_code == 202, sent.content
     assert client.get("/health/").json()["tokens"].startswith("error: 1 integration token(s)")
     assert api.get("/api/integrations/telegram/").json()["key_unavailable"] is False
+
+
+def test_rotation_re_encrypts_saved_access_tokens_and_drops_one_no_key_decrypts(settings):
+    from datetime import timedelta
+
+    from shared.crypto import decrypt_token
+    from shared.services.integrations import integration_oauth_connect
+    from shared.services.keys import integration_tokens_rotate
+
+    acme, globex = make_member("acme", "ana", "admin"), make_member("globex", "gil", "admin")
+    expiry = timezone.now() + timedelta(hours=1)
+    for member in (acme, globex):
+        integration_oauth_connect(
+            organization=member.org,
+            provider="google_calendar",
+            token="1//refresh-" + member.org.slug + "-x" * 8,
+            extra={},
+            access_token="ya29.saved-access-" + member.org.slug + "-y" * 8,
+            access_token_expires_at=expiry,
+        )
+    foreign = Fernet(OTHER_KEY).encrypt(b"ya29.from-a-dropped-key").decode()
+    Integration.objects.filter(organization=globex.org).update(access_token_encrypted=foreign)
+    settings.FERNET_KEYS = [Fernet.generate_key().decode(), *settings.FERNET_KEYS]
+
+    integration_tokens_rotate()
+
+    kept = Integration.objects.get(organization=acme.org)
+    Fernet(settings.FERNET_KEYS[0]).decrypt(kept.access_token_encrypted.encode())  # current key
+    assert decrypt_token(kept.access_token_encrypted).startswith("ya29.saved-access-acme")
+    dropped = Integration.objects.get(organization=globex.org)
+    assert dropped.access_token_encrypted == "" and dropped.access_token_expires_at is None
