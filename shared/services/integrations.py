@@ -329,9 +329,14 @@ def _probe_and_send(
             checks["test_message"] = {"to": str(destination), "message_id": message_id}
         return ConnectionTestResult(ok=True, message=_success_text(provider, checks), checks=checks)
     except ProviderError as exc:
+        message = exc.message
+        if exc.kind == "transient" and time.monotonic() >= deadline - 0.05:
+            # The call's socket timeout was what was left of the budget: name the whole budget,
+            # as the waiting request does when it gives up first.
+            message = f"{SPECS[provider].vendor} did not answer within {budget:g} s"
         return ConnectionTestResult(
             ok=False,
-            message=exc.message,
+            message=message,
             checks=checks,
             error_kind=exc.kind,
             error_code=exc.code or "",
