@@ -32,11 +32,11 @@ from shared.delivery.recording import (
     release_unsent,
 )
 from shared.delivery.scheduling import (
+    SLOT_TOLERANCE,
     WINDOW,
     Clock,
     SlotVerdict,
     is_due,
-    late_tolerance,
     message_limits,
     plan_waves,
     slot_decision,
@@ -108,7 +108,7 @@ def message_deliver_batch(
     deferred: dict[int, DeliveryOutcome] = {}
     defer = partial(_defer_at_gate, {m.pk: m.provider for m in slots.ready}, metrics, deferred)
     sends, skipped = _claim_and_send(
-        slots.ready, tokens, clock, slots.send_by, slots.limits, executor, rebook, defer
+        slots.ready, tokens, clock, slots.send_by, executor, rebook, defer
     )
     outcomes.update(deferred)
     published.update(deferred)
@@ -199,7 +199,7 @@ def _take_slots(
             fresh.append(m)
         else:  # a stale slot (the task ran late): already past, so the gate books again
             stale = (clock.now - m.rate_slot_at).total_seconds()
-            send_by[m.pk] = clock.mono - stale + late_tolerance(limits[m.pk])
+            send_by[m.pk] = clock.mono - stale + SLOT_TOLERANCE.total_seconds()
     answers = limiter.defer_many(
         [limits[m.pk] for m in fresh],
         min_wait=WINDOW.total_seconds(),
@@ -261,7 +261,6 @@ def _claim_and_send(
     tokens: dict[int, str],
     clock: Clock,
     send_by: dict[int, float],
-    limits: dict[int, list[Limit]],
     executor: Executor | None,
     rebook: Rebook,
     defer: Defer,
@@ -275,7 +274,7 @@ def _claim_and_send(
         for m in ready
         if m.pk not in claimed
     }
-    deadlines = {pk: (lease.start_by, send_by[pk], late_tolerance(limits[pk])) for pk in claimed}
+    deadlines = {pk: (lease.start_by, send_by[pk]) for pk in claimed}
     jobs = [m for m in ready if m.pk in claimed]
     mark = partial(mark_started, lease=lease.expires_at)
     return send_all(jobs, tokens, executor, deadlines, mark, rebook, defer), skipped

@@ -22,14 +22,8 @@ from shared.ratelimit import MAX_RATE, Limit
 # A task may run this much before its due time (clock skew between hosts) ...
 EARLY_TOLERANCE = timedelta(seconds=0.05)
 # ... and a send may start at most this long after its booked rate-limit slot: a later start
-# takes a fresh slot first (at the start gate), so late sends never bunch above the limit ...
+# takes a fresh slot first (at the start gate), so late sends never bunch above the limit.
 SLOT_TOLERANCE = timedelta(seconds=0.1)
-# ... or this long when every limit of the message is at least FAST_RATE a second: a provider
-# account holds about a second of its rate, so half a second late cannot exceed it, while a
-# busy worker's late wave tasks then use their slots instead of queueing behind newer ones.
-# Slow limits (and Telegram's chats, 0.9/s against 1/s) keep SLOT_TOLERANCE.
-FAST_SLOT_TOLERANCE = timedelta(seconds=0.5)
-FAST_RATE = 20.0
 # A slot at most this far ahead counts as now (the round trip to Redis is not a wait).
 SEND_NOW = timedelta(seconds=0.005)
 # An account limit's burst: the slots of this window of its rate count as now, so a batch whose
@@ -117,14 +111,6 @@ def is_due(next_attempt_at: datetime | None, now: datetime) -> bool:
     return not (next_attempt_at and next_attempt_at > now + EARLY_TOLERANCE)
 
 
-def late_tolerance(limits: Sequence[Limit]) -> float:
-    """How late (s) a send under `limits` may use its booked slot (see FAST_SLOT_TOLERANCE)."""
-    rates = [lim.rate for lim in limits if lim.rate is not None and lim.rate > 0]
-    if rates and all(rate >= FAST_RATE for rate in rates):
-        return FAST_SLOT_TOLERANCE.total_seconds()
-    return SLOT_TOLERANCE.total_seconds()
-
-
 def window_burst(rate: float | None) -> int:
     """How many sends of a limit of `rate`/s may start at once: WINDOW's worth, at least one."""
     if rate is None or not rate > 0 or not math.isfinite(rate):
@@ -144,22 +130,23 @@ def slot_decision(
     the send books its slot when it starts (at the start gate), not before.
 
     A slot at most SEND_NOW ahead is used at once (a limit's burst makes WINDOW's worth of
-    slots "now"); a later one waits. A booked slot is used at most `late_tolerance` late: past
+    slots "now"); a later one waits. A booked slot is used at most SLOT_TOLERANCE late: past
     that the row books again. `send_by` bounds when the send may start; a send still waiting
     for a send thread by then takes a fresh slot at the start gate instead.
     """
     if not any(lim.rate is not None and lim.rate > 0 for lim in limits):
         return SlotDecision(SlotVerdict.SEND)  # no limit: nothing to book, no bound
     if reserved_in is None:
-        late = (clock.now - booked_at).total_seconds() if booked_at is not None else 0.0
-        if booked_at is None or late > late_tolerance(limits):
+        if booked_at is None or clock.now - booked_at > SLOT_TOLERANCE:
             return SlotDecision(SlotVerdict.BOOK)
         ahead = (booked_at - clock.now).total_seconds()
     else:
         ahead = reserved_in
     if ahead > SEND_NOW.total_seconds():
         return SlotDecision(SlotVerdict.WAIT, wait=ahead)
-    return SlotDecision(SlotVerdict.SEND, send_by=clock.mono + ahead + late_tolerance(limits))
+    return SlotDecision(
+        SlotVerdict.SEND, send_by=clock.mono + ahead + SLOT_TOLERANCE.total_seconds()
+    )
 
 
 def plan_waves(waits: Mapping[int, float], max_countdown: float) -> dict[int, float | None]:

@@ -34,7 +34,6 @@ class Admission:
 
     start: bool
     slot_by: float = math.inf
-    tolerance: float = SLOT_TOLERANCE.total_seconds()
     released: Release | None = None
     wait: float | None = None
     error: Exception | None = None
@@ -83,25 +82,22 @@ class StartGate:
         self._rebook = rebook
         self._defer = defer
         self._inline = inline
-        self._requests: queue.SimpleQueue[tuple[int, float, float, threading.Event] | None] = (
+        self._requests: queue.SimpleQueue[tuple[int, float, threading.Event] | None] = (
             queue.SimpleQueue()
         )
         self._lock = threading.Lock()
         self._admitted: dict[int, Admission] = {}
         self._closed = False
 
-    def enter(
-        self, pk: int, slot_by: float = math.inf, tolerance: float = SLOT_TOLERANCE.total_seconds()
-    ) -> Admission:
-        """Send thread: wait until the start of `pk` is recorded, or refused. `slot_by`: when
-        its booked slot goes stale, `tolerance` after the slot (BOOK_AT_START: it has none)."""
+    def enter(self, pk: int, slot_by: float = math.inf) -> Admission:
+        """Send thread: wait until the start of `pk` is recorded, or refused."""
         if self._inline:
-            return self._admit([(pk, slot_by, tolerance)])[pk]
+            return self._admit([(pk, slot_by)])[pk]
         event = threading.Event()
         with self._lock:
             if self._closed:
                 return Admission(False, released=Release.LOST)
-            self._requests.put((pk, slot_by, tolerance, event))
+            self._requests.put((pk, slot_by, event))
         event.wait()
         with self._lock:
             return self._admitted.get(pk, Admission(False, released=Release.LOST))
@@ -113,7 +109,7 @@ class StartGate:
 
     def serve(self, jobs: int) -> None:
         """Task thread: record starts, a group at a time, until `jobs` jobs have left."""
-        pending: list[tuple[int, float, float, threading.Event]] = []
+        pending: list[tuple[int, float, threading.Event]] = []
         left = 0
         try:
             while left < jobs:
@@ -121,9 +117,7 @@ class StartGate:
                 left += items.count(None)
                 pending = [item for item in items if item is not None]
                 if pending:
-                    self._release(
-                        pending, self._admit([(pk, by, tol) for pk, by, tol, _ in pending])
-                    )
+                    self._release(pending, self._admit([(pk, by) for pk, by, _ in pending]))
                     pending = []
         finally:
             with self._lock:
@@ -131,14 +125,15 @@ class StartGate:
             # The task thread is leaving (an error): no waiting send may start any more.
             self._release([*pending, *(i for i in self._drain() if i is not None)], {})
 
-    def _admit(self, requests: list[tuple[int, float, float]]) -> dict[int, Admission]:
+    def _admit(self, requests: list[tuple[int, float]]) -> dict[int, Admission]:
         """Book slots for the requests without a fresh one, then record the starts of those
         whose slot is now."""
         now = time.monotonic()
+        tolerance = SLOT_TOLERANCE.total_seconds()
         verdicts: dict[int, Admission] = {}
         late = {
-            pk: None if by == BOOK_AT_START else now - (by - tol)
-            for pk, by, tol in requests
+            pk: None if by == BOOK_AT_START else now - (by - tolerance)
+            for pk, by in requests
             if now > by
         }
         if late:
@@ -157,21 +152,18 @@ class StartGate:
             waits = {pk: v.wait for pk, v in verdicts.items() if v.deferred and v.wait is not None}
             if waits and self._defer is not None:
                 self._defer(waits)  # at once: a slot 20 ms away must not wait for the batch
-        go = {
-            pk: ((by if now <= by else now + tol), tol)
-            for pk, by, tol in requests
-            if pk not in verdicts
-        }
+        go = {pk: (by if now <= by else now + tolerance) for pk, by in requests}
+        go = {pk: by for pk, by in go.items() if pk not in verdicts}
         allowed = self._mark(list(go)) if go else set()
-        for pk, (by, tol) in go.items():
+        for pk, by in go.items():
             verdicts[pk] = (
-                Admission(True, slot_by=by, tolerance=tol)
+                Admission(True, slot_by=by)
                 if pk in allowed
                 else Admission(False, released=Release.LOST)
             )
         return verdicts
 
-    def _drain(self) -> list[tuple[int, float, float, threading.Event] | None]:
+    def _drain(self) -> list[tuple[int, float, threading.Event] | None]:
         items = []
         while True:
             try:
@@ -180,13 +172,11 @@ class StartGate:
                 return items
 
     def _release(
-        self,
-        waiting: list[tuple[int, float, float, threading.Event]],
-        admitted: dict[int, Admission],
+        self, waiting: list[tuple[int, float, threading.Event]], admitted: dict[int, Admission]
     ) -> None:
         with self._lock:
             self._admitted.update(admitted)
-        for *_, event in waiting:
+        for _, _, event in waiting:
             event.set()
 
 
@@ -194,7 +184,7 @@ def send_all(
     messages: list[Message],
     tokens: dict[int, str],
     executor: Executor | None,
-    deadlines: dict[int, tuple[float, ...]],  # (lease_by, slot_by[, slot tolerance])
+    deadlines: dict[int, tuple[float, float]],
     mark: Callable[[list[int]], set[int]],
     rebook: Rebook | None = None,
     defer: Defer | None = None,
@@ -207,7 +197,7 @@ def send_all(
     # that is now: booked on its row and still fresh, or booked at the gate (`deadlines`, see
     # StartGate; BOOK_AT_START for a message with no slot yet).
     jobs = [
-        partial(_send_one, m, tokens[m.integration_id], gate, *deadlines[m.pk]) for m in messages
+        partial(_send_one, m, tokens[m.integration_id], *deadlines[m.pk], gate) for m in messages
     ]
     if inline or executor is None:
         return [job() for job in jobs]
@@ -220,17 +210,12 @@ def send_all(
 
 
 def _send_one(
-    message: Message,
-    token: str,
-    gate: StartGate,
-    lease_by: float,
-    slot_by: float,
-    tolerance: float = SLOT_TOLERANCE.total_seconds(),
+    message: Message, token: str, lease_by: float, slot_by: float, gate: StartGate
 ) -> SendRecord:
     """One provider call, if it starts by both monotonic deadlines and its start is recorded
     (`gate`); touches no database unless the gate is inline, so it may run on any thread."""
     try:
-        return _send_started(message, token, gate, lease_by, slot_by, tolerance)
+        return _send_started(message, token, lease_by, slot_by, gate)
     finally:
         gate.leave()
 
@@ -268,12 +253,7 @@ def _outbound(message: Message) -> OutboundMessage:
 
 
 def _send_started(
-    message: Message,
-    token: str,
-    gate: StartGate,
-    lease_by: float,
-    slot_by: float,
-    tolerance: float,
+    message: Message, token: str, lease_by: float, slot_by: float, gate: StartGate
 ) -> SendRecord:
     sent = SendRecord(message=message, number=message.attempts + 1, started=timezone.now())
     if time.monotonic() > lease_by:
@@ -290,7 +270,7 @@ def _send_started(
         failure = exc
     except Exception as exc:  # a bug: fail this message visibly rather than loop or re-send
         failure = _internal(message, exc)
-    admission = gate.enter(message.pk, slot_by, tolerance)
+    admission = gate.enter(message.pk, slot_by)
     if not admission.start:
         sent.released, sent.wait = admission.released, admission.wait
         sent.limiter_error, sent.outage = admission.error, admission.outage
@@ -307,7 +287,7 @@ def _send_started(
         sent.counted = True
         # The slot it holds (booked at the gate, or on its row): handed back to the row, so its
         # next run gives it back to the limiter rather than waiting behind it.
-        ago = started - (admission.slot_by - admission.tolerance)
+        ago = started - (admission.slot_by - SLOT_TOLERANCE.total_seconds())
         sent.slot_at = timezone.now() - timedelta(seconds=ago)
         return sent
     try:
