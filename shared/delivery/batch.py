@@ -205,11 +205,6 @@ def _take_slots(
         min_wait=WINDOW.total_seconds(),
         max_wait=settings.MAX_COUNTDOWN_SECONDS,
     )
-    # The limiter's waits count from its answer, not from the batch's start: the slots written
-    # to the rows are reckoned from now, so no wave runs before a slot the limiter booked.
-    booked = timezone.now()
-    lag = (booked - clock.now).total_seconds()
-    waits = {pk: wait - lag for pk, wait in waits.items()}
     broken = {m.pk: a for m, a in zip(fresh, answers, strict=True) if isinstance(a, Exception)}
     outcomes = limiter_failed([m for m in fresh if m.pk in broken], broken, clock.now, metrics)
     for m, delay in zip(fresh, answers, strict=True):
@@ -221,7 +216,7 @@ def _take_slots(
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
         run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
-        outcomes.update(defer_to_slots(waits, run_in, booked))
+        outcomes.update(defer_to_slots(waits, run_in, clock.now))
     ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
     return _Slots(ready, send_by, limits, outcomes)
 
@@ -249,15 +244,14 @@ def _defer_at_gate(
     metrics: DeliveryMetrics,
     outcomes: dict[int, DeliveryOutcome],
     waits: dict[int, float],
-    booked: datetime,
 ) -> None:
     """Task thread, at the start gate: defer claimed messages whose slot, just booked, is later
-    (`waits`: seconds from `booked`, when the limiter answered) to it in waves, and publish
-    their tasks at once."""
-    run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
-    later = defer_to_slots(waits, run_in, booked, expect=MessageStatus.SENDING)
+    (`waits`: seconds until each) to it in waves, and publish their tasks at once."""
     for provider, count in Counter(providers[pk] for pk in waits).items():
         metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
+    run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
+    now = timezone.now()
+    later = defer_to_slots(waits, run_in, now, expect=MessageStatus.SENDING)
     publish_follow_ups(DELIVER_MESSAGES, later, on_failure=message_unpublish)
     outcomes.update(later)
 
