@@ -28,11 +28,9 @@ MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 # Times are integer microseconds of Redis server time, so every host agrees and Lua's doubles
 # stay exact. Per key the value is the TAT (theoretical arrival time): the bucket is full once
 # TAT <= now, and an event at time t conforms when t >= TAT - (burst - 1) * interval.
-# ARGV: mode ("acquire" | "reserve" | "rebook" | "defer" | "pause"), max_wait_us (for "pause":
-# the pause), booked_ago_us (for "rebook": how long ago the event's earlier slot was; for
-# "defer": the least wait worth booking now), then interval_us and tolerance_us per key.
-# "defer" books only a slot at least that far away and otherwise books nothing and returns -1:
-# the event books its slot later, when it is about to happen. "rebook" is "reserve" for an event that already holds a slot it could
+# ARGV: mode ("acquire" | "reserve" | "rebook" | "pause"), max_wait_us (for "pause": the pause),
+# booked_ago_us (for "rebook": how long ago the event's earlier slot was), then interval_us and
+# tolerance_us per key. "rebook" is "reserve" for an event that already holds a slot it could
 # not use in time: on every key where that slot is still the last booking (no booking after
 # it: TAT within half an interval of slot + interval) it is given back first, so a late event
 # never waits behind its own earlier booking; on other keys the old slot is simply left unused.
@@ -65,9 +63,6 @@ end
 local delay = slot - now
 if delay > 0 and (ARGV[1] == 'acquire' or delay > tonumber(ARGV[2])) then
   return delay
-end
-if ARGV[1] == 'defer' and delay < tonumber(ARGV[3]) then
-  return -1
 end
 for i, key in ipairs(KEYS) do
   local tat = math.max(tats[i], slot) + tonumber(ARGV[2 + 2 * i])
@@ -139,31 +134,6 @@ class RateLimiter:
             self._script(keys=keys, args=args, client=pipe)
         answers = iter(pipe.execute(raise_on_error=False))
         return [0.0 if call is None else _seconds(next(answers)) for call in calls]
-
-    def defer_many(
-        self, requests: Sequence[Sequence[Limit]], *, min_wait: float, max_wait: float = 300.0
-    ) -> list[float | Exception | None]:
-        """For several events in one round trip, in order: book the slot of each whose slot is
-        at least `min_wait` away (the seconds until it; above `max_wait`: not booked, retry
-        later), and book nothing for the others (None: they book when they are about to happen,
-        with `reserve_many`). An element is the error Redis answered for that event alone.
-        Raises redis.RedisError if Redis is unreachable."""
-        calls = [
-            self._args("defer", limits, max_wait=max_wait, booked_ago=min_wait)
-            for limits in requests
-        ]
-        pending = [call for call in calls if call is not None]
-        if not pending:
-            return [None] * len(calls)
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args in pending:
-            self._script(keys=keys, args=args, client=pipe)
-        answers = iter(pipe.execute(raise_on_error=False))
-        out: list[float | Exception | None] = []
-        for call in calls:
-            answer = None if call is None else _seconds(next(answers))
-            out.append(None if isinstance(answer, float) and answer < 0 else answer)
-        return out
 
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds` (the provider said wait): every other

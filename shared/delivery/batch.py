@@ -26,14 +26,12 @@ from shared.delivery.claims import (
 from shared.delivery.follow_ups import publish_follow_ups
 from shared.delivery.recording import (
     fail_unclaimed,
-    limiter_failed,
     record_error,
     record_sent,
     release_unsent,
 )
 from shared.delivery.scheduling import (
     SLOT_TOLERANCE,
-    WINDOW,
     Clock,
     SlotVerdict,
     is_due,
@@ -87,8 +85,8 @@ def message_deliver_batch(
     run on `executor` when given, else one after another. A message told to wait (rate
     limit, 429, backoff) is published again, due at its time; one waiting longer than
     MAX_COUNTDOWN_SECONDS, or for its FERNET_KEY, is left to the sweeper; one whose limit the
-    limiter could not check when its call was about to start waits a backoff step. Returns each
-    outcome. Raises redis.RedisError when the limiter is unreachable as the batch starts.
+    limiter could not check waits a backoff step. Returns each outcome. Raises
+    redis.RedisError when the metrics store is unreachable.
     """
     ids = list(dict.fromkeys(int(pk) for pk in message_ids))
     rows = Message.objects.select_related("integration").in_bulk(ids)
@@ -99,7 +97,7 @@ def message_deliver_batch(
     tokens, undecryptable = decrypt_tokens(ready)
     outcomes.update(hold_for_key(undecryptable, clock.now))
     ready = [m for m in ready if m.integration_id in tokens]
-    slots = _take_slots(ready, clock, limiter, metrics)
+    slots = _take_slots(ready, clock, metrics)
     outcomes.update(slots.outcomes)
     # Published before the sends: a slot 20 ms away must not wait for this batch's sends.
     publish_follow_ups(DELIVER_MESSAGES, outcomes, on_failure=message_unpublish)
@@ -175,20 +173,13 @@ class _Slots(NamedTuple):
     outcomes: dict[int, DeliveryOutcome]
 
 
-def _take_slots(
-    messages: list[Message], clock: Clock, limiter: SlotLimiter, metrics: DeliveryMetrics
-) -> _Slots:
-    """Split `messages` by their rate-limit slots (see `slot_decision`). A slot booked on the
-    row is used while fresh, or waited for when still ahead (the task ran early). A message
-    without one books it at the start gate, when a send thread is about to call the provider
-    (`_rebook`), so slots follow the calls the threads can really make; only when its limit is
-    already booked WINDOW or more ahead (it binds) is its slot booked here, and the message
-    deferred to it unclaimed, in waves (`plan_waves`). One limiter round trip for the batch.
-    Raises redis.RedisError."""
+def _take_slots(messages: list[Message], clock: Clock, metrics: DeliveryMetrics) -> _Slots:
+    """Split `messages` by the slots booked on their rows (see `slot_decision`): a fresh one is
+    used; one still ahead (the task ran early) is waited for; every other message books its
+    slot at the start gate, when a send thread is about to call the provider (`_rebook`)."""
     limits = {m.pk: message_limits(m, m.integration) for m in messages}
     send_by: dict[int, float] = {}
     waits: dict[int, float] = {}
-    fresh: list[Message] = []
     for m in messages:
         booked = slot_decision(limits[m.pk], clock, booked_at=m.rate_slot_at)
         if booked.verdict is SlotVerdict.WAIT:  # a task run early keeps its booked slot
@@ -196,28 +187,17 @@ def _take_slots(
         elif booked.verdict is SlotVerdict.SEND:
             send_by[m.pk] = booked.send_by
         elif m.rate_slot_at is None:
-            fresh.append(m)
+            send_by[m.pk] = BOOK_AT_START
         else:  # a stale slot (the task ran late): already past, so the gate books again
             stale = (clock.now - m.rate_slot_at).total_seconds()
             send_by[m.pk] = clock.mono - stale + SLOT_TOLERANCE.total_seconds()
-    answers = limiter.defer_many(
-        [limits[m.pk] for m in fresh],
-        min_wait=WINDOW.total_seconds(),
-        max_wait=settings.MAX_COUNTDOWN_SECONDS,
-    )
-    broken = {m.pk: a for m, a in zip(fresh, answers, strict=True) if isinstance(a, Exception)}
-    outcomes = limiter_failed([m for m in fresh if m.pk in broken], broken, clock.now, metrics)
-    for m, delay in zip(fresh, answers, strict=True):
-        if delay is None:
-            send_by[m.pk] = BOOK_AT_START
-        elif not isinstance(delay, Exception):
-            waits[m.pk] = delay
+    outcomes: dict[int, DeliveryOutcome] = {}
     if waits:
         for provider, count in Counter(m.provider for m in messages if m.pk in waits).items():
             metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
         run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
         outcomes.update(defer_to_slots(waits, run_in, clock.now))
-    ready = [m for m in messages if m.pk not in waits and m.pk not in broken]
+    ready = [m for m in messages if m.pk not in waits]
     return _Slots(ready, send_by, limits, outcomes)
 
 

@@ -122,11 +122,6 @@ class SlotLimiter(Protocol):
         """Book one slot per request in one round trip: seconds until each, or its error;
         `booked_ago` gives back a stale earlier slot (see RateLimiter.reserve_many)."""
 
-    def defer_many(
-        self, requests: Sequence[Sequence[Limit]], *, min_wait: float, max_wait: float = ...
-    ) -> list[float | Exception | None]:
-        """Book only the slots at least `min_wait` away (see RateLimiter.defer_many)."""
-
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
         """Allow no event on any of `limits` for `seconds`."""
 

@@ -269,18 +269,3 @@ def test_a_late_event_gives_back_only_the_keys_where_it_was_last(limiter):
 def test_booked_ago_needs_one_entry_per_request(limiter):
     with pytest.raises(ValueError, match="one entry per request"):
         limiter.reserve_many([[Limit("k", rate=1.0)]], booked_ago=[])
-
-
-def test_defer_many_books_only_slots_at_least_min_wait_away(limiter):
-    limit = Limit("instagram:org:9", rate=10.0)  # 0.1 s apart
-
-    answers = limiter.defer_many([[limit]] * 4, min_wait=0.15)
-
-    # Nothing booked for the first: its slot is now (None: it books when it starts). The next
-    # three see the same empty key, so they are not booked either.
-    assert answers == [None, None, None, None]
-    limiter.reserve_many([[limit]] * 3)  # now 0.3 s are booked ahead
-    assert limiter.defer_many([[limit], [limit]], min_wait=0.15) == pytest.approx(
-        [0.3, 0.4], abs=0.02
-    )
-    assert limiter.reserve([limit]) == pytest.approx(0.5, abs=0.02), "those two stay booked"
