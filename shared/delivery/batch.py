@@ -10,7 +10,6 @@ from functools import partial
 from typing import NamedTuple
 
 from django.conf import settings
-from django.utils import timezone
 from redis.exceptions import RedisError
 
 from shared.delivery.claims import (
@@ -224,14 +223,15 @@ def _defer_at_gate(
     metrics: DeliveryMetrics,
     outcomes: dict[int, DeliveryOutcome],
     waits: dict[int, float],
+    booked: datetime,
 ) -> None:
     """Task thread, at the start gate: defer claimed messages whose slot, just booked, is later
-    (`waits`: seconds until each) to it in waves, and publish their tasks at once."""
+    (`waits`: seconds from `booked`, when the limiter answered, so no wave runs before a slot
+    the limiter booked) to it in waves, and publish their tasks at once."""
+    run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
+    later = defer_to_slots(waits, run_in, booked, expect=MessageStatus.SENDING)
     for provider, count in Counter(providers[pk] for pk in waits).items():
         metrics.rate_limit_deferred(provider, DeferralScope.OUR_LIMIT, count)
-    run_in = plan_waves(waits, settings.MAX_COUNTDOWN_SECONDS)
-    now = timezone.now()
-    later = defer_to_slots(waits, run_in, now, expect=MessageStatus.SENDING)
     publish_follow_ups(DELIVER_MESSAGES, later, on_failure=message_unpublish)
     outcomes.update(later)
 

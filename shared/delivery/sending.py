@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.utils import timezone
@@ -52,8 +52,9 @@ class LimiterUnavailable(Exception):
 # Slots at the start gate: {pk: seconds since its stale booked slot, or None if it has none} ->
 # {pk: seconds until the slot booked for it, or the error that kept it from being booked}.
 Rebook = Callable[[dict[int, float | None]], dict[int, float | Exception]]
-# Defers claimed messages to the slots booked for them at the gate: {pk: seconds until it}.
-Defer = Callable[[dict[int, float]], None]
+# Defers claimed messages to the slots booked for them at the gate: {pk: seconds until it,
+# counted from the given instant (when the limiter answered)}.
+Defer = Callable[[dict[int, float], datetime], None]
 
 
 class StartGate:
@@ -138,6 +139,7 @@ class StartGate:
         }
         if late:
             answers = self._rebook(late) if self._rebook is not None else {}
+            booked = timezone.now()  # the waits count from the limiter's answer
             for pk in late:
                 wait = answers.get(pk, 0.0)
                 if isinstance(wait, Exception):
@@ -151,7 +153,7 @@ class StartGate:
                     )
             waits = {pk: v.wait for pk, v in verdicts.items() if v.deferred and v.wait is not None}
             if waits and self._defer is not None:
-                self._defer(waits)  # at once: a slot 20 ms away must not wait for the batch
+                self._defer(waits, booked)  # at once: a near slot must not wait for the batch
         go = {pk: (by if now <= by else now + tolerance) for pk, by in requests}
         go = {pk: by for pk, by in go.items() if pk not in verdicts}
         allowed = self._mark(list(go)) if go else set()
