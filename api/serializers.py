@@ -30,6 +30,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
     connection_expires_at = serializers.DateTimeField(
         source="token_expires_at",
         read_only=True,
+        allow_null=True,
         help_text="When the stored credential expires, when the provider says so (Instagram's "
         "60-day token, renewed by beat); null otherwise.",
     )
