@@ -121,34 +121,9 @@ def release_unsent(
     released = [s for s in released if s.released is not Release.LOST]
     if not released:
         return outcomes
-    # The limiter did not answer at the start gate: a broken key counts as a retry of that
-    # message; Redis unreachable does not (the message waits a backoff step and tries again).
     broken = [s for s in released if s.released is Release.LIMITER]
     if broken:
-        now = timezone.now()
-        errors = {s.message.pk: s.limiter_error or RuntimeError("limiter") for s in broken}
-        outcomes.update(
-            limiter_failed(
-                [s.message for s in broken if not s.outage],
-                errors,
-                now,
-                metrics,
-                expect=MessageStatus.SENDING,
-            )
-        )
-        for sent in (s for s in broken if s.outage):
-            outcomes[sent.message.pk] = requeue(
-                sent.message.pk,
-                settings.DELIVERY_BACKOFF_BASE_SECONDS,
-                now,
-                expect=MessageStatus.SENDING,
-            )
-        if any(s.outage for s in broken):
-            logger.warning(
-                "The rate limiter (Redis) did not answer: %d message(s) wait %.0f s unsent.",
-                sum(s.outage for s in broken),
-                settings.DELIVERY_BACKOFF_BASE_SECONDS,
-            )
+        outcomes.update(_limiter_unanswered(broken, metrics))
         released = [s for s in released if s.released is not Release.LIMITER]
     requeued = [s for s in released if not s.deferred]  # the gate deferred these already
     late = Counter(s.message.provider for s in requeued if s.released is Release.SLOT)
@@ -169,6 +144,38 @@ def release_unsent(
             undo["rate_slot_at"] = sent.slot_at
         outcomes[sent.message.pk] = requeue(
             sent.message.pk, 0.0, timezone.now(), expect=MessageStatus.SENDING, **undo
+        )
+    return outcomes
+
+
+def _limiter_unanswered(
+    broken: list[SendRecord], metrics: DeliveryMetrics
+) -> dict[int, DeliveryOutcome]:
+    """Claimed messages whose limit the start gate could not check: a key Redis refused counts
+    as a retry of that message (`limiter_failed`); Redis not answering at all does not (the
+    message waits a backoff step and tries again)."""
+    now = timezone.now()
+    errors = {s.message.pk: s.limiter_error or RuntimeError("limiter") for s in broken}
+    outcomes = limiter_failed(
+        [s.message for s in broken if not s.outage],
+        errors,
+        now,
+        metrics,
+        expect=MessageStatus.SENDING,
+    )
+    down = [s for s in broken if s.outage]
+    for sent in down:
+        outcomes[sent.message.pk] = requeue(
+            sent.message.pk,
+            settings.DELIVERY_BACKOFF_BASE_SECONDS,
+            now,
+            expect=MessageStatus.SENDING,
+        )
+    if down:
+        logger.warning(
+            "The rate limiter (Redis) did not answer: %d message(s) wait %.0f s unsent.",
+            len(down),
+            settings.DELIVERY_BACKOFF_BASE_SECONDS,
         )
     return outcomes
 
