@@ -26,6 +26,7 @@ from shared.providers.base import ProviderError
 from shared.providers.google_oauth import (
     REFRESH_MARGIN,
     GoogleOAuthClient,
+    GoogleTokens,
     refresh_error_code,
 )
 from shared.providers.instagram_oauth import InstagramOAuthClient
@@ -139,6 +140,27 @@ class _NeedsReauth(RefreshError):
     """Refused without calling Google: the integration waits for a person to connect again."""
 
 
+def _google_refresh(material: _RefreshMaterial) -> GoogleTokens:
+    """New tokens from Google for `material` (the deployment's client unless it names its own)."""
+    return google_oauth_client().refresh(
+        refresh_token=material.refresh_token,
+        client_id=material.client_id,
+        client_secret=material.client_secret,
+    )
+
+
+def _save_refreshed(row: Integration, tokens: GoogleTokens, now: datetime) -> None:
+    """Save a refresh's access token (and a rotated refresh token, for OAuth rows) encrypted."""
+    row.access_token_encrypted = encrypt_token(tokens.access_token)
+    row.access_token_expires_at = tokens.expiry
+    row.token_refreshed_at = now
+    fields = ["access_token_encrypted", "access_token_expires_at", "token_refreshed_at"]
+    if tokens.refresh_token and row.auth_method == AuthMethod.OAUTH:
+        row.token_encrypted = encrypt_token(tokens.refresh_token)
+        fields.append("token_encrypted")
+    row.save(update_fields=[*fields, "updated_at"])
+
+
 def google_access_token_refresh(
     *,
     integration_pk: int,
@@ -170,11 +192,7 @@ def google_access_token_refresh(
                 raise _NeedsReauth(
                     "Google Calendar is not connected any more", {"error": "needs_reauth"}
                 )
-            tokens = google_oauth_client().refresh(
-                refresh_token=unsaved.refresh_token,
-                client_id=unsaved.client_id,
-                client_secret=unsaved.client_secret,
-            )
+            tokens = _google_refresh(unsaved)
             return tokens.access_token, tokens.expiry
         if row.needs_reauth_at is not None:
             raise _NeedsReauth(
@@ -189,22 +207,11 @@ def google_access_token_refresh(
         if material is None:
             raise RefreshError("The stored Google token cannot be refreshed")
         try:
-            tokens = google_oauth_client().refresh(
-                refresh_token=material.refresh_token,
-                client_id=material.client_id,
-                client_secret=material.client_secret,
-            )
+            tokens = _google_refresh(material)
         except RefreshError as exc:
             failure = exc
         else:
-            row.access_token_encrypted = encrypt_token(tokens.access_token)
-            row.access_token_expires_at = tokens.expiry
-            row.token_refreshed_at = now
-            fields = ["access_token_encrypted", "access_token_expires_at", "token_refreshed_at"]
-            if tokens.refresh_token and row.auth_method == AuthMethod.OAUTH:
-                row.token_encrypted = encrypt_token(tokens.refresh_token)
-                fields.append("token_encrypted")
-            row.save(update_fields=[*fields, "updated_at"])
+            _save_refreshed(row, tokens, now)
             return tokens.access_token, tokens.expiry
     code = refresh_error_code(failure)
     if code == "invalid_grant":
